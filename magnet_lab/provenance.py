@@ -1,0 +1,104 @@
+"""Provenance and safe writes: what every results file, figure sidecar and bank records.
+
+``provenance()`` returns the package versions, git commit, host and time; ``write_json_atomic``
+writes through a temporary file and ``os.replace`` so a crash never leaves a half-written file.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import subprocess
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from . import paths
+
+_VERSIONED = ("magnet_lab", "torch", "torchvision", "numpy", "scipy", "pandas", "torch-fidelity")
+
+
+def git_commit(repo: Path | None = None) -> str | None:
+    """The HEAD commit of the repository (with ``+dirty`` when the tree has changes), or None."""
+    repo = Path(repo) if repo is not None else paths.root()
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True,
+                             text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=repo, capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return sha + ("+dirty" if dirty else "")
+
+
+def package_versions() -> dict[str, str | None]:
+    """Installed versions of the packages whose behaviour the results depend on."""
+    out: dict[str, str | None] = {}
+    for name in _VERSIONED:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def provenance(**extra: Any) -> dict[str, Any]:
+    """A dict recording versions, git commit, python, host and UTC time, plus ``extra`` fields."""
+    record = {
+        "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "git_commit": git_commit(),
+        "versions": package_versions(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+    record.update(extra)
+    return record
+
+
+def _jsonable(obj: Any) -> Any:
+    """Convert numpy/torch scalars and arrays, paths and non-finite floats to JSON-safe values."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "tolist") and not isinstance(obj, (str, bytes)):  # numpy / torch
+        return _jsonable(obj.tolist())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
+    return obj
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (temporary file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON atomically; numpy/torch values and inf/NaN are converted."""
+    text = json.dumps(_jsonable(obj), indent=2, sort_keys=False, allow_nan=False)
+    return write_bytes_atomic(path, (text + "\n").encode())
+
+
+def write_results(path: str | os.PathLike, results: dict[str, Any], *, seed: int | None,
+                  parameters: dict[str, Any]) -> Path:
+    """Write a notebook's results JSON: ``results`` plus seed, parameters and provenance."""
+    payload = {"seed": seed, "parameters": parameters, "provenance": provenance()}
+    payload.update(results)
+    return write_json_atomic(path, payload)

@@ -1,0 +1,376 @@
+"""Polarity / MaGNET weights and resampling on a bank's log singular values (no generator needed).
+
+A ReLU generator ``G`` is continuous piecewise affine: on a region ω, ``G(z) = A_ω z + b_ω``.
+Pushing a latent density ``q(z)`` through ``G`` gives, on the learned d-dimensional manifold,
+the output density ``q(z) / vol(z)`` at ``x = G(z)``, where
+``vol(z) = sqrt(det(JᵀJ)) = ∏_i σ_i(J)`` and ``J = ∂G/∂z``. Everything here works on
+``log_sv`` (``[N, r]`` float64, descending ``log σ`` of the Jacobian at N candidate latents, as
+stored in a :class:`magnet_lab.bank.VolumeBank`), so a bank computed once serves every ρ, k and
+mixture.
+
+Weights. ``log_weights`` returns normalised ``log w_i = ρ · Σ_{j≤k} log σ_ij − log_prior_i``
+(up to the log-normaliser); ρ=1 is MaGNET, general ρ is Polarity (ρ<0 favours modes / precision,
+ρ>0 anti-modes / recall, ρ=0 is plain sampling). Resampling candidates ``z_i ~ q`` with weight
+``w_i`` draws (as N → ∞) from the latent law ``∝ q(z) · w(z)``. Two modes:
+
+(a) the authors' released behaviour (``log_prior=None``): candidates ``z ~ p_z`` (Gaussian), so
+    the resampled latent law is ``∝ p_z(z) · vol(z)^ρ`` and the output density on the manifold
+    is ``∝ p_z(z) · vol(z)^(ρ−1)``. For ρ=1 this is ``p_z`` expressed on the manifold -- *not*
+    uniform: the Gaussian prior is not divided out.
+(b) the theory's exactly uniform-on-manifold weights: pass the candidates' log density as
+    ``log_prior`` (e.g. ``gaussian_log_prior(z)``); the latent law is then ``∝ vol(z)^ρ`` and the
+    output density ``∝ vol(z)^(ρ−1)``, uniform on ``G(support)`` for ρ=1. These weights are
+    heavy-tailed (``1/p_z`` explodes in the tails): check the effective sample size with
+    ``check_ess``. Equivalently, draw candidates uniformly in a latent box
+    (``uniform_box_latents``) with ``log_prior=None``: same exactly-uniform result on ``G(box)``.
+
+Non-finite policy (``log_weights``): NaN in the used columns raises (a bug upstream); ``+inf``
+raises; ``-inf`` (σ=0: a rank-deficient Jacobian, the region has zero d-volume) keeps the plain
+weight when ρ=0 and gets weight zero (excluded, with a ``warnings.warn`` giving the count) when
+ρ≠0; if no candidate keeps a positive weight, ValueError. Downstream, ``-inf`` log-weights mean
+weight zero everywhere in this module.
+
+Truncation ψ is not a sampling concern: it is a generation-time setting of the generator (it
+changes G, hence the bank), so it does not appear here.
+
+Every random draw takes a ``seed`` or a ``torch.Generator``; a missing one means seed 0.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+
+from .validation import check_finite, check_latents
+
+__all__ = [
+    "LowESSWarning", "log_weights", "gaussian_latents", "gaussian_log_prior",
+    "uniform_box_latents", "latents_from_seeds", "resample", "ess", "ess_fraction",
+    "check_ess", "mixture_indices", "per_class_log_weights",
+]
+
+
+class LowESSWarning(UserWarning):
+    """The importance weights are concentrated on very few candidates (tiny ESS / N)."""
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def _rng(seed: int | None, generator: torch.Generator | None) -> torch.Generator:
+    """``generator`` if given, else a fresh generator seeded with ``seed`` (default 0)."""
+    if generator is not None:
+        if seed is not None:
+            raise ValueError("pass either seed or generator, not both")
+        if not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+        return generator
+    if seed is None:
+        seed = 0
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    return torch.Generator().manual_seed(seed)
+
+
+def _check_count(n: int, name: str = "n") -> int:
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"{name} must be an int, got {type(n).__name__}")
+    if n < 1:
+        raise ValueError(f"{name} must be >= 1, got {n}")
+    return n
+
+
+def _check_log_w(log_w: torch.Tensor, name: str = "log_w") -> torch.Tensor:
+    """``log_w`` as float64 CPU ``[N]``; NaN and +inf rejected, -inf (zero weight) allowed."""
+    if not isinstance(log_w, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape [N], got {type(log_w).__name__}")
+    if not log_w.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {log_w.dtype}")
+    if log_w.ndim != 1 or log_w.shape[0] == 0:
+        raise ValueError(f"{name} must have shape [N] with N >= 1, got shape {tuple(log_w.shape)}")
+    log_w = log_w.detach().to("cpu", torch.float64)
+    n_nan = int(torch.isnan(log_w).sum())
+    n_pinf = int((log_w == math.inf).sum())
+    if n_nan or n_pinf:
+        raise ValueError(f"{name} has {n_nan} NaN and {n_pinf} +inf entries of {log_w.numel()} "
+                         "(only finite values and -inf, meaning zero weight, are allowed)")
+    if not bool(torch.isfinite(log_w).any()):
+        raise ValueError(f"{name}: all {log_w.numel()} candidates have zero weight (-inf)")
+    return log_w
+
+
+# ----------------------------------------------------------------------------- weights
+
+def log_weights(log_sv: torch.Tensor, rho: float, top_k: int | None = None, *,
+                log_prior: torch.Tensor | None = None) -> torch.Tensor:
+    """Normalised Polarity/MaGNET log-weights ``[N]`` float64 (``logsumexp == 0``) from ``log_sv``.
+
+    ``log_sv`` is ``[N, r]`` (descending ``log σ`` per row, natural log); the weight of candidate
+    i is ``log w_i = rho · Σ_{j<k} log_sv[i, j] − log_prior[i]`` with ``k = top_k`` (None: all r
+    columns; the first k columns are used and must be the largest) and ``log_prior`` the
+    candidates' log density ``[N]`` (None: the authors' released behaviour, prior kept -- see
+    the module docstring). ρ=1 is MaGNET. Non-finite policy: NaN or +inf in the used columns
+    raises ValueError (count named); -inf (σ=0) is ignored for ρ=0 and excluded (weight zero,
+    with a warning) for ρ≠0. Raises TypeError/ValueError for a non-2-D or empty ``log_sv``,
+    non-finite ``rho``, ``top_k`` outside ``[1, r]``, a ``log_prior`` not of shape ``[N]`` or not
+    finite, and when no candidate keeps a positive weight.
+    """
+    if not isinstance(log_sv, torch.Tensor):
+        raise TypeError(f"log_sv must be a torch.Tensor [N, r], got {type(log_sv).__name__}")
+    if not log_sv.is_floating_point():
+        raise TypeError(f"log_sv must be a floating-point tensor, got dtype {log_sv.dtype}")
+    if log_sv.ndim != 2 or log_sv.shape[0] == 0 or log_sv.shape[1] == 0:
+        raise ValueError(f"log_sv must have shape [N, r] with N, r >= 1, got {tuple(log_sv.shape)}")
+    if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not math.isfinite(rho):
+        raise ValueError(f"rho must be a finite real number, got {rho!r}")
+    n, r = log_sv.shape
+    if top_k is None:
+        top_k = r
+    if isinstance(top_k, bool) or not isinstance(top_k, int):
+        raise TypeError(f"top_k must be an int or None, got {type(top_k).__name__}")
+    if not 1 <= top_k <= r:
+        raise ValueError(f"top_k must be in [1, r={r}] (log_sv has {r} columns), got {top_k}")
+    used = log_sv.detach().to("cpu", torch.float64)[:, :top_k]  # [N, k]
+    n_nan = int(torch.isnan(used).sum())
+    if n_nan:
+        raise ValueError(f"log_sv has {n_nan} NaN entries in its first {top_k} columns "
+                         "(a bug upstream: a Jacobian or SVD failed)")
+    n_pinf = int((used == math.inf).sum())
+    if n_pinf:
+        raise ValueError(f"log_sv has {n_pinf} +inf entries in its first {top_k} columns")
+    if top_k < r:
+        full = log_sv.detach().to("cpu", torch.float64)
+        # strict '>' so that -inf runs (and NaN in unused columns) do not count as ascending
+        ascending = full[:, 1:] > full[:, :-1]  # [N, r-1]
+        if bool(ascending.any()):
+            raise ValueError(f"log_sv rows must be sorted descending for top_k={top_k} to keep the "
+                             f"largest values; {int(ascending.any(1).sum())} rows are not")
+
+    if rho == 0:
+        log_w = torch.zeros(n, dtype=torch.float64)
+    else:
+        s = used.sum(1)  # [N] log vol_k
+        degenerate = s == -math.inf
+        log_w = float(rho) * s
+        if bool((~torch.isfinite(log_w) & ~degenerate).any()):
+            raise ValueError(f"rho * sum(log_sv) overflows float64 (rho={rho})")
+        log_w[degenerate] = -math.inf  # zero volume: excluded whatever the sign of rho
+        n_deg = int(degenerate.sum())
+        if n_deg:
+            warnings.warn(f"{n_deg} of {n} candidates have a zero singular value among the top "
+                          f"{top_k} (zero d-volume region) and get weight zero for rho={rho}",
+                          stacklevel=2)
+    if log_prior is not None:
+        if not isinstance(log_prior, torch.Tensor):
+            raise TypeError(f"log_prior must be a torch.Tensor of shape [N], got "
+                            f"{type(log_prior).__name__}")
+        if tuple(log_prior.shape) != (n,):
+            raise ValueError(f"log_prior must have shape [{n}] (one per candidate), got "
+                             f"{tuple(log_prior.shape)}")
+        log_prior = check_finite(log_prior.detach().to("cpu", torch.float64), "log_prior")
+        log_w = log_w - log_prior
+    if not bool(torch.isfinite(log_w).any()):
+        raise ValueError(f"no candidate has a positive weight: all {n} have a zero singular value "
+                         f"among the top {top_k} (rho={rho})")
+    return log_w - torch.logsumexp(log_w, 0)
+
+
+# ----------------------------------------------------------------------------- candidates
+
+def gaussian_latents(n: int, z_dim: int, seed: int | None = None, *,
+                     generator: torch.Generator | None = None,
+                     dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``n`` standard-normal latents ``[n, z_dim]`` of ``dtype`` on CPU, drawn with ``generator``
+    or a fresh generator seeded with ``seed`` (default 0); drawn in float64 and cast, so a seed
+    gives the same latents, up to rounding, in every dtype. Raises ValueError/TypeError for
+    ``n``/``z_dim`` < 1, a non-float dtype, or both seed and generator given."""
+    _check_count(n)
+    _check_count(z_dim, "z_dim")
+    if not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating dtype, got {dtype}")
+    g = _rng(seed, generator)
+    return torch.randn(n, z_dim, generator=g, dtype=torch.float64).to(dtype)
+
+
+def latents_from_seeds(seeds: torch.Tensor, z_dim: int, *,
+                       dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Latents ``[N, z_dim]`` where row i is ``gaussian_latents(1, z_dim, seed=seeds[i])``, so any
+    latent of a bank with per-latent ``seeds`` can be regenerated alone. ``seeds`` is an integer
+    tensor ``[N]`` of non-negative values. Raises TypeError/ValueError otherwise."""
+    if not isinstance(seeds, torch.Tensor) or seeds.dtype not in (torch.int64, torch.int32):
+        raise TypeError("seeds must be an int64/int32 tensor of shape [N]")
+    if seeds.ndim != 1 or seeds.shape[0] == 0:
+        raise ValueError(f"seeds must have shape [N] with N >= 1, got {tuple(seeds.shape)}")
+    if bool((seeds < 0).any()):
+        raise ValueError(f"seeds must be non-negative, got {int((seeds < 0).sum())} negative")
+    _check_count(z_dim, "z_dim")
+    rows = [gaussian_latents(1, z_dim, seed=int(s), dtype=dtype) for s in seeds.tolist()]
+    return torch.cat(rows, 0)  # [N, z_dim]
+
+
+def gaussian_log_prior(z: torch.Tensor) -> torch.Tensor:
+    """Exact standard-normal log density ``log N(z; 0, I)`` of latents ``z [N, d]``, float64 ``[N]``
+    (natural log): ``−|z|²/2 − (d/2)·log 2π``. Raises via ``check_latents`` for a bad ``z``."""
+    check_latents(z)
+    z64 = z.detach().to("cpu", torch.float64)
+    d = z64.shape[1]
+    return -0.5 * (z64 * z64).sum(1) - 0.5 * d * math.log(2 * math.pi)
+
+
+def uniform_box_latents(n: int, z_dim: int, half_width: float, seed: int | None = None, *,
+                        generator: torch.Generator | None = None,
+                        dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``n`` latents ``[n, z_dim]`` uniform in the box ``[−half_width, half_width]^z_dim``.
+    With ``log_weights(..., rho=1, log_prior=None)`` on these candidates, resampling is exactly
+    uniform on ``G(box)``. Raises ValueError for a non-positive or non-finite ``half_width``."""
+    _check_count(n)
+    _check_count(z_dim, "z_dim")
+    if not (isinstance(half_width, (int, float)) and math.isfinite(half_width) and half_width > 0):
+        raise ValueError(f"half_width must be a finite positive number, got {half_width!r}")
+    if not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating dtype, got {dtype}")
+    g = _rng(seed, generator)
+    u = torch.rand(n, z_dim, generator=g, dtype=torch.float64)
+    return ((2.0 * u - 1.0) * float(half_width)).to(dtype)
+
+
+# ----------------------------------------------------------------------------- resampling
+
+def resample(log_w: torch.Tensor, n: int, replace: bool = False,
+             generator: torch.Generator | None = None) -> torch.Tensor:
+    """Indices ``[n]`` (int64) of candidates drawn with probability ∝ ``exp(log_w)`` (``[N]``,
+    need not be normalised; -inf = weight zero, never drawn). ``replace=True``: i.i.d. categorical
+    draws (inverse CDF on ``exp(log_w − max)`` in float64, no limit on N). ``replace=False``:
+    Gumbel-top-n, i.e. argtop-n of ``log_w + Gumbel noise``, which equals sequential sampling
+    without replacement with probability ∝ w among the remaining (Plackett–Luce); indices come in
+    draw order. ``generator=None`` means a fresh ``torch.Generator().manual_seed(0)``. Raises for
+    a non-1-D/empty ``log_w``, NaN/+inf, ``n < 1``, or ``n`` above the number of positive-weight
+    candidates when ``replace=False``."""
+    log_w = _check_log_w(log_w)
+    _check_count(n)
+    g = _rng(None, generator)
+    n_pos = int(torch.isfinite(log_w).sum())
+    if replace:
+        p = torch.exp(log_w - log_w.max())  # [N], max weight 1
+        cdf = torch.cumsum(p, 0)  # [N]
+        u = torch.rand(n, generator=g, dtype=torch.float64) * cdf[-1]  # [n]
+        idx = torch.searchsorted(cdf, u, right=True)
+        # u can round up to cdf[-1]; fall back to the last positive-weight candidate.
+        last = int(torch.nonzero(p > 0)[-1])
+        return idx.clamp_(max=last)
+    if n > n_pos:
+        raise ValueError(f"cannot draw n={n} without replacement: only {n_pos} of "
+                         f"{log_w.numel()} candidates have positive weight")
+    u = torch.rand(log_w.shape, generator=g, dtype=torch.float64)
+    u = u.clamp_(min=torch.finfo(torch.float64).tiny)
+    keys = log_w - torch.log(-torch.log(u))  # [N] log w + Gumbel(0, 1)
+    return torch.topk(keys, n, sorted=True).indices
+
+
+def ess(log_w: torch.Tensor) -> float:
+    """Effective sample size ``(Σw)² / Σw²`` of the weights ``exp(log_w)`` (``[N]``, any
+    normalisation; -inf counts as weight zero), computed in log space; in ``[1, N]``. Raises
+    ValueError for NaN/+inf, a bad shape, or all weights zero."""
+    log_w = _check_log_w(log_w)
+    return float(torch.exp(2 * torch.logsumexp(log_w, 0) - torch.logsumexp(2 * log_w, 0)))
+
+
+def ess_fraction(log_w: torch.Tensor) -> float:
+    """``ess(log_w) / N`` with N all candidates (zero-weight ones included), in ``(0, 1]``."""
+    return ess(log_w) / log_w.shape[0]
+
+
+def check_ess(log_w: torch.Tensor, min_fraction: float = 1e-3) -> float:
+    """Return ``ess(log_w)`` and warn (``LowESSWarning``) when ``ESS / N < min_fraction``: the
+    resampled set is then dominated by a handful of candidates (repeats with replacement, a
+    biased tail without), so draw more candidates or use a smaller ``|rho|`` / ``top_k``.
+    Raises ValueError for ``min_fraction`` outside ``[0, 1]`` and as ``ess`` does."""
+    if not (isinstance(min_fraction, (int, float)) and 0 <= min_fraction <= 1):
+        raise ValueError(f"min_fraction must be in [0, 1], got {min_fraction!r}")
+    value = ess(log_w)
+    n = log_w.shape[0]
+    if value / n < min_fraction:
+        warnings.warn(f"effective sample size {value:.3g} of N={n} candidates (ESS/N = "
+                      f"{value / n:.2e} < {min_fraction:g}): the weights put almost all mass on "
+                      "a few candidates, so the resampled set is not representative of the "
+                      "target law; draw more candidates or use a smaller |rho| or top_k",
+                      LowESSWarning, stacklevel=2)
+    return value
+
+
+def mixture_indices(log_w: torch.Tensor, n: int, fraction: float,
+                    generator: torch.Generator | None = None, replace: bool = False
+                    ) -> torch.Tensor:
+    """The MaGNET appendix's "% MaGNET" mixture: ``[n]`` int64 indices whose first
+    ``m = round(fraction · n)`` (half up) are drawn with ``resample(log_w, m, replace)`` and the
+    remaining ``n − m`` uniformly over all N candidates (plain sampling, zero-weight candidates
+    included); with ``replace=False`` the two parts are disjoint (all n indices distinct).
+    ``generator=None`` means seed 0. Raises ValueError for ``fraction`` outside ``[0, 1]``,
+    ``n > N`` without replacement, and as ``resample`` does."""
+    log_w = _check_log_w(log_w)
+    _check_count(n)
+    if not (isinstance(fraction, (int, float)) and not isinstance(fraction, bool)
+            and 0 <= fraction <= 1):
+        raise ValueError(f"fraction must be a number in [0, 1], got {fraction!r}")
+    g = _rng(None, generator)
+    n_all = log_w.shape[0]
+    if not replace and n > n_all:
+        raise ValueError(f"cannot draw n={n} distinct indices from N={n_all} candidates")
+    m = int(math.floor(fraction * n + 0.5))
+    weighted = resample(log_w, m, replace, g) if m else torch.empty(0, dtype=torch.long)
+    if m == n:
+        return weighted
+    plain = torch.zeros(n_all, dtype=torch.float64)  # [N] uniform
+    if not replace:
+        plain[weighted] = -math.inf  # disjoint from the weighted draws
+    return torch.cat([weighted, resample(plain, n - m, replace, g)])
+
+
+def per_class_log_weights(log_w: torch.Tensor, labels: torch.Tensor,
+                          class_mass: torch.Tensor | None = None) -> torch.Tensor:
+    """Renormalise ``log_w [N]`` within classes: returns float64 ``[N]`` (``logsumexp == 0``) whose
+    total mass on class c is ``class_mass[c]`` (``[C]``, non-negative, normalised to sum 1) while
+    ratios within a class are kept. Default ``class_mass``: each class's share of the candidates,
+    so the plain class distribution is preserved and resampling acts only within classes (for
+    conditional generators). ``labels`` is an int64 ``[N]`` tensor of values in ``[0, C)``.
+    Raises ValueError for bad labels/shapes, a negative or non-finite ``class_mass``, or a class
+    with positive mass but no positive-weight candidate."""
+    log_w = _check_log_w(log_w)
+    n = log_w.shape[0]
+    if not isinstance(labels, torch.Tensor) or labels.dtype not in (torch.int64, torch.int32):
+        raise TypeError("labels must be an int64/int32 tensor of shape [N]")
+    if tuple(labels.shape) != (n,):
+        raise ValueError(f"labels must have shape [{n}] (one per candidate), got "
+                         f"{tuple(labels.shape)}")
+    labels = labels.to("cpu", torch.int64)
+    if bool((labels < 0).any()):
+        raise ValueError(f"labels must be >= 0, got {int((labels < 0).sum())} negative")
+    counts = torch.bincount(labels).to(torch.float64)  # [C_seen]
+    if class_mass is None:
+        mass = counts / n
+    else:
+        if not isinstance(class_mass, torch.Tensor) or class_mass.ndim != 1:
+            raise ValueError("class_mass must be a 1-D tensor [C]")
+        mass = check_finite(class_mass.detach().to("cpu", torch.float64), "class_mass")
+        if int(labels.max()) >= mass.shape[0]:
+            raise ValueError(f"labels go up to {int(labels.max())} but class_mass has only "
+                             f"{mass.shape[0]} classes")
+        if bool((mass < 0).any()) or float(mass.sum()) <= 0:
+            raise ValueError("class_mass must be non-negative with a positive sum")
+        mass = mass / mass.sum()
+    n_cls = mass.shape[0]
+    # per-class logsumexp of log_w (scatter over labels, -inf where a class has no weight)
+    peak = torch.full((n_cls,), -math.inf, dtype=torch.float64)
+    peak = peak.scatter_reduce(0, labels, log_w, reduce="amax")  # [C]
+    safe_peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
+    total = torch.zeros(n_cls, dtype=torch.float64).index_add_(
+        0, labels, torch.exp(log_w - safe_peak[labels]))  # [C]
+    class_lse = torch.log(total) + safe_peak  # [C]; -inf for empty / all-zero classes
+    missing = (mass > 0) & ~torch.isfinite(class_lse)
+    if bool(missing.any()):
+        bad = torch.nonzero(missing).flatten().tolist()
+        raise ValueError(f"classes {bad[:10]} have positive class_mass but no candidate with "
+                         "positive weight")
+    out = log_w - class_lse[labels] + torch.log(mass)[labels]
+    out[mass[labels] == 0] = -math.inf
+    return out - torch.logsumexp(out, 0)

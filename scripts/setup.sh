@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Set up magnet_lab's environment from environment.yml (the one list of dependencies).
+#  - with conda: create/update the `magnet_lab` conda env from the file;
+#  - without conda: make .venv and pip-install exactly the file's `pip:` list.
+# Then register the Jupyter kernel "magnet_lab" and, where apt is available and the data are
+# missing, install Debian's Fashion-MNIST. Idempotent: a second run only checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+STAMP=.venv/.magnet_lab-setup
+
+if command -v conda >/dev/null 2>&1 && [ "${MAGNET_LAB_NO_CONDA:-0}" != 1 ]; then
+  if conda env list | grep -q '^magnet_lab '; then
+    conda env update -n magnet_lab -f environment.yml --prune
+  else
+    conda env create -f environment.yml
+  fi
+  PY=$(conda run -n magnet_lab python -c 'import sys; print(sys.executable)')
+else
+  PYTHON=${PYTHON:-python3}
+  [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+  PY=$ROOT/.venv/bin/python
+  if [ ! -f "$STAMP" ] || [ environment.yml -nt "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then
+    "$PY" -m pip install -q --upgrade pip
+    # The pip list is read from environment.yml itself (no second, hand-kept list).
+    "$PY" - <<'PYEOF' > .venv/requirements-from-environment.txt
+import re, sys
+lines = open("environment.yml").read().splitlines()
+out, in_pip, indent = [], False, None
+for line in lines:
+    if re.match(r"^\s*-\s*pip:\s*$", line):
+        in_pip, indent = True, len(line) - len(line.lstrip()); continue
+    if in_pip:
+        if not line.strip() or line.strip().startswith("#"):
+            continue
+        if len(line) - len(line.lstrip()) <= indent:
+            break
+        out.append(re.sub(r"^\s*-\s*", "", line).split(" #")[0].strip())
+if not out:
+    sys.exit("setup: no pip: section found in environment.yml")
+print("\n".join(out))
+PYEOF
+    "$PY" -m pip install -r .venv/requirements-from-environment.txt
+    touch "$STAMP"
+  fi
+fi
+
+"$PY" -m ipykernel install --user --name magnet_lab --display-name "Python (magnet_lab)" >/dev/null
+
+if [ ! -e /usr/share/datasets/fashion-mnist ] && [ -z "${MAGNET_LAB_FMNIST_DIR:-}" ]; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist) \
+      || echo "setup: could not install Debian's dataset-fashion-mnist; see README (Data)" >&2
+  else
+    echo "setup: Fashion-MNIST not found; see README (Data) to install it" >&2
+  fi
+fi
+# Make and the README commands run whichever interpreter this setup chose.
+echo "$PY" > .magnet_lab-python
+echo "setup: ok ($PY)"
