@@ -33,11 +33,12 @@ def _cmd_bank(args: argparse.Namespace) -> int:
     from . import bank, sampling
     from .registry import load_generator
 
-    G = load_generator(args.generator, device=args.device)
+    worker = tuple(int(x) for x in args.worker.split("/")) if args.worker else None
+    G = load_generator(args.generator, device=args.device, dtype=getattr(torch, args.dtype))
     z = sampling.gaussian_latents(args.n, G.z_dim, seed=args.seed).to(args.device)
     vb = bank.build(G, z, args.out, shard_size=args.shard_size, generator_id=args.generator,
                     method=args.method, k=args.top_k, proj_dim=args.proj_dim, seed=args.seed,
-                    chunk=args.chunk, dtype=getattr(torch, args.dtype))
+                    chunk=args.chunk, dtype=getattr(torch, args.dtype), worker=worker)
     print(f"[bank] {len(vb)} latents, log σ {tuple(vb.log_sv.shape)} -> {args.out}")
     return 0
 
@@ -99,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--shard-size", type=int, default=1000)
     b.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     b.add_argument("--device", default="cpu")
+    b.add_argument("--worker", help="I/N: compute only shards I, I+N, ... (scale-out; run N "
+                   "processes on the same --out, then load the directory)")
     b.add_argument("--out", required=True, help="bank directory (shards; resumable)")
     b.set_defaults(func=_cmd_bank)
 

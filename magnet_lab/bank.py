@@ -185,6 +185,7 @@ class VolumeBank:
             if not shards:
                 raise FileNotFoundError(f"bank directory {path} contains no *.safetensors shards")
             banks = [cls._load_safetensors(p) for p in shards]
+            _check_coverage(banks, path)
             return banks[0] if len(banks) == 1 else cls.merge(banks)
         if path.suffix == ".safetensors":
             return cls._load_safetensors(path)
@@ -346,14 +347,18 @@ def shard_name(index: int) -> str:
 
 def build(G: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor, path: str | Path, *,
           generator_id: str, shard_size: int = 1024, seeds: torch.Tensor | None = None,
-          labels: torch.Tensor | None = None, **spectra_kwargs: Any) -> VolumeBank:
+          labels: torch.Tensor | None = None, worker: tuple[int, int] | None = None,
+          **spectra_kwargs: Any) -> VolumeBank:
     """Build (or resume) a sharded bank in directory ``path``: z ``[N, d]`` is split into shards
     of ``shard_size`` rows; each shard missing on disk gets ``spectra.log_singular_values(G,
     z_shard, progress=False, **spectra_kwargs)`` and is saved atomically as
     ``path/shard-00000.safetensors``, ...; shards already on disk are verified (same latents,
     seeds, labels, ``generator_id`` and spectra arguments except ``chunk``/``block``) and
     skipped. ``seeds``/``labels`` are optional int64 ``[N]``. Returns the merged bank (its meta
-    lists the recomputed shards under ``shards_computed``). Raises TypeError for unknown spectra
+    lists the recomputed shards under ``shards_computed``). Scale-out: ``worker=(i, n)`` makes
+    this call own shards i, i+n, i+2n, ... only (run n processes, one per GPU or machine, on the
+    same z and path; then ``VolumeBank.load(path)`` merges and checks coverage); it returns the
+    merge of its own shards. Raises TypeError for unknown spectra
     arguments, ValueError for bad inputs, a mismatching existing shard or foreign shard files in
     ``path``."""
     from . import spectra  # lazy: building needs the generator machinery, loading does not
@@ -389,11 +394,17 @@ def build(G: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor, path: str 
         raise ValueError(f"{out_dir} holds shard files that are not part of this build "
                          f"(N={n}, shard_size={shard_size}): {foreign[:5]}; use a new directory")
 
+    if worker is not None:
+        w_index, w_count = worker
+        if not (isinstance(w_count, int) and isinstance(w_index, int) and 0 <= w_index < w_count):
+            raise ValueError(f"worker must be (index, count) with 0 <= index < count, got {worker}")
+    else:
+        w_index, w_count = 0, 1
     z_cpu = z.detach().to("cpu")
     prov = None
     shards: list[VolumeBank] = []
     computed: list[int] = []
-    for i in range(n_shards):
+    for i in range(w_index, n_shards, w_count):
         lo, hi = i * shard_size, min(n, (i + 1) * shard_size)
         want = {"latents": z_cpu[lo:hi].clone(),
                 "seeds": None if seeds is None else seeds[lo:hi].cpu().clone(),
@@ -421,6 +432,31 @@ def build(G: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor, path: str 
     merged = VolumeBank.merge(shards)
     merged.meta["shards_computed"] = computed
     return merged
+
+
+def _check_coverage(banks: Sequence[VolumeBank], path: Path) -> None:
+    """Raise ValueError if shards written by ``build`` leave rows of their build uncovered.
+
+    Shards record ``shard_range`` = [start, stop) and ``n_total``; together they must tile
+    [0, n_total) exactly (a worker of a scale-out build may not have finished yet). Shards without
+    these fields (hand-made banks) are not checked.
+    """
+    ranges = [b.meta.get("shard_range") for b in banks]
+    totals = {b.meta.get("n_total") for b in banks}
+    if any(r is None for r in ranges) or None in totals:
+        return
+    if len(totals) != 1:
+        raise ValueError(f"{path}: shards come from builds of different sizes {sorted(totals)}")
+    covered, total = 0, totals.pop()
+    for start, stop in sorted(ranges):
+        if start != covered:
+            what = "overlap" if start < covered else f"missing rows [{covered}, {start})"
+            raise ValueError(f"{path}: shards do not tile the build of {total} latents: {what} "
+                             "(an unfinished worker? rerun its build to resume)")
+        covered = stop
+    if covered != total:
+        raise ValueError(f"{path}: shards cover {covered} of {total} latents: missing rows "
+                         f"[{covered}, {total}) (an unfinished worker? rerun its build)")
 
 
 def _check_resumed_shard(bank: VolumeBank, want: dict, generator_id: str, compared: dict,

@@ -1,0 +1,226 @@
+"""magnet_lab.spectra against closed forms in float64: linear maps, autograd Jacobians."""
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import torch
+
+from magnet_lab.spectra import jacobian, log_singular_values, projection_matrix
+
+F64 = torch.float64
+
+
+def _gaussian(*shape: int, seed: int) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=F64)
+
+
+def _matrix_with_spectrum(sv: list[float], D: int, seed: int) -> torch.Tensor:
+    """W = U diag(sv) Vᵀ, [D, len(sv)], with random orthonormal U, V."""
+    U = torch.linalg.qr(_gaussian(D, len(sv), seed=seed)).Q
+    V = torch.linalg.qr(_gaussian(len(sv), len(sv), seed=seed + 1)).Q
+    return U @ torch.diag(torch.tensor(sv, dtype=F64)) @ V.T
+
+
+def _linear(W: torch.Tensor, out_shape: tuple[int, ...] | None = None):
+    """G(z) = W z + b, output reshaped to [B, *out_shape]; runs in z's dtype."""
+    b = _gaussian(W.shape[0], seed=99)
+
+    def G(z: torch.Tensor) -> torch.Tensor:
+        x = z @ W.T.to(z.dtype) + b.to(z.dtype)  # [B, D]
+        return x if out_shape is None else x.reshape(len(z), *out_shape)
+    return G
+
+
+def _mlp(d: int, D: int, seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    net = torch.nn.Sequential(torch.nn.Linear(d, 32), torch.nn.LeakyReLU(0.2),
+                              torch.nn.Linear(32, 32), torch.nn.LeakyReLU(0.2),
+                              torch.nn.Linear(32, D))
+    return net.to(F64).eval()
+
+
+def _log_svd(M: torch.Tensor) -> torch.Tensor:
+    return torch.log(torch.linalg.svdvals(M.to(F64)))
+
+
+@pytest.mark.parametrize("D, d, out_shape", [(24, 7, None), (5, 12, None), (48, 6, (3, 4, 4))])
+def test_exact_linear_equals_log_svd_of_W(D, d, out_shape):
+    W = _gaussian(D, d, seed=1)
+    z = _gaussian(4, d, seed=2)
+    log_sv = log_singular_values(_linear(W, out_shape), z, progress=False)
+    assert log_sv.shape == (4, min(D, d)) and log_sv.dtype == F64 and log_sv.device.type == "cpu"
+    torch.testing.assert_close(log_sv, _log_svd(W).expand(4, -1), atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("spectrum", [
+    [10.0, 7.0, 5.0] + [1.0 / (1 + j) for j in range(37)],  # clear gap after the top 3
+    [1.0 / math.sqrt(1 + j) for j in range(40)],             # slowly decaying
+])
+def test_topk_linear_top3_within_relative_tolerance(spectrum):
+    # Stated tolerance: with tol=1e-6 and oversample=10 the top-3 σ have relative error < 1e-6.
+    W = _matrix_with_spectrum(spectrum, D=60, seed=3)
+    z = _gaussian(3, 40, seed=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no "did not settle" warning
+        log_sv = log_singular_values(_linear(W), z, method="topk", k=3, tol=1e-6, progress=False)
+    rel = (log_sv - torch.log(torch.tensor(spectrum[:3], dtype=F64))).exp() - 1
+    assert log_sv.shape == (3, 3)
+    assert rel.abs().max() < 1e-6
+
+
+def test_topk_mlp_matches_exact_top3():
+    net, z = _mlp(10, 30), _gaussian(4, 10, seed=5)
+    exact = log_singular_values(net, z, progress=False)
+    topk = log_singular_values(net, z, method="topk", k=3, oversample=2, tol=1e-10,
+                               progress=False)
+    torch.testing.assert_close(topk, exact[:, :3], atol=1e-8, rtol=0)
+
+
+def test_topk_warns_when_max_iter_too_small():
+    W = _matrix_with_spectrum([0.98 ** j for j in range(40)], D=60, seed=6)
+    with pytest.warns(RuntimeWarning, match="did not settle"):
+        log_singular_values(_linear(W), _gaussian(2, 40, seed=7), method="topk", k=3,
+                            oversample=1, tol=1e-12, max_iter=3, progress=False)
+
+
+@pytest.mark.parametrize("D, d, proj_dim", [(40, 8, 16), (40, 20, 6)])
+def test_projected_linear_equals_log_svd_of_PW(D, d, proj_dim):
+    W = _gaussian(D, d, seed=8)
+    z = _gaussian(3, d, seed=9)
+    log_sv = log_singular_values(_linear(W), z, method="projected", proj_dim=proj_dim, seed=11,
+                                 progress=False)
+    P = projection_matrix(D, proj_dim, seed=11)
+    assert log_sv.shape == (3, min(proj_dim, d))
+    torch.testing.assert_close(log_sv, _log_svd(P @ W).expand(3, -1), atol=1e-10, rtol=0)
+
+
+def test_projected_top_k_keeps_leading_values():
+    W, z = _gaussian(40, 8, seed=8), _gaussian(2, 8, seed=9)
+    full = log_singular_values(_linear(W), z, method="projected", proj_dim=16, progress=False)
+    top = log_singular_values(_linear(W), z, method="projected", proj_dim=16, k=3,
+                              progress=False)
+    assert torch.equal(top, full[:, :3])
+
+
+def test_projection_matrix_rows_orthonormal_and_seeded():
+    P = projection_matrix(50, 12, seed=0)
+    assert P.shape == (12, 50) and P.dtype == F64
+    torch.testing.assert_close(P @ P.T, torch.eye(12, dtype=F64), atol=1e-12, rtol=0)
+    assert torch.equal(P, projection_matrix(50, 12, seed=0))
+    assert (P - projection_matrix(50, 12, seed=1)).abs().max() > 0.1
+
+
+def test_exact_mlp_equals_autograd_jacobian_svd():
+    net, z = _mlp(6, 20), _gaussian(5, 6, seed=12)
+    J_ref = torch.stack([torch.autograd.functional.jacobian(lambda x: net(x[None])[0], zi)
+                         for zi in z])  # [B, D, d]
+    torch.testing.assert_close(jacobian(net, z, progress=False), J_ref, atol=1e-12, rtol=0)
+    log_sv = log_singular_values(net, z, progress=False)
+    torch.testing.assert_close(log_sv, _log_svd(J_ref), atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("method", ["exact", "projected", "topk"])
+def test_chunking_does_not_change_results(method):
+    net, z = _mlp(6, 20), _gaussian(7, 6, seed=13)
+    # topk: 5 = 3 + 2 of 6 directions, so the iteration (and each latent's stop) matters
+    kw = dict(method=method, k=3 if method == "topk" else None, oversample=2, tol=1e-8,
+              proj_dim=8, progress=False)
+    runs = [log_singular_values(net, z, chunk=c, block=b, **kw)
+            for c, b in [(None, None), (1, 1), (3, 2)]]
+    for other in runs[1:]:
+        torch.testing.assert_close(other, runs[0], atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("D, d", [(20, 6), (4, 9)])
+def test_forward_and_reverse_jacobians_agree(D, d):
+    net, z = _mlp(d, D), _gaussian(3, d, seed=14)
+    J_fwd = jacobian(net, z, mode="forward", chunk=2, progress=False)
+    J_rev = jacobian(net, z, mode="reverse", block=3, progress=False)
+    assert J_fwd.shape == (3, D, d)
+    torch.testing.assert_close(J_fwd, J_rev, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("method", ["exact", "projected", "topk"])
+def test_float32_run_close_to_float64_and_returns_float64(method):
+    net, z = _mlp(6, 20), _gaussian(4, 6, seed=15)
+    kw = dict(method=method, k=3 if method == "topk" else None, proj_dim=8, tol=1e-5,
+              progress=False)
+    ref = log_singular_values(net, z, **kw)
+    out = log_singular_values(net.float(), z, dtype=torch.float32, **kw)
+    assert out.dtype == F64 and ref.dtype == F64
+    torch.testing.assert_close(out, ref, atol=1e-4, rtol=0)
+    assert (out - ref).abs().max() > 0  # really ran in float32
+
+
+@pytest.mark.parametrize("method", ["exact", "projected"])
+def test_rank_deficient_map_gives_minus_inf_not_nan(method):
+    W = _matrix_with_spectrum([3.0, 2.0, 1.0, 0.0], D=10, seed=16)
+    log_sv = log_singular_values(_linear(W), _gaussian(2, 4, seed=17), method=method,
+                                 proj_dim=6, progress=False)
+    assert not torch.isnan(log_sv).any()
+    assert torch.isneginf(log_sv[:, -1]).all() and torch.isfinite(log_sv[:, :-1]).all()
+
+
+def test_zero_jacobian_gives_all_minus_inf():
+    log_sv = log_singular_values(lambda z: torch.zeros(len(z), 5, dtype=z.dtype),
+                                 _gaussian(2, 3, seed=18), progress=False)
+    assert torch.isneginf(log_sv).all()
+
+
+_G = _linear(_gaussian(10, 4, seed=19))
+_Z = _gaussian(3, 4, seed=20)
+
+
+def _blows_up_at_second(z):
+    """[B, 8]: all 8 outputs of latent 1 are NaN/inf (division by zero), the others finite."""
+    return z.repeat(1, 2) / (z[:, :1] - _Z[1, 0])
+
+
+@pytest.mark.parametrize("G, z, kw, err, match", [
+    (_G, _Z[0], {}, ValueError, r"shape \[B, d\]"),
+    (_G, torch.tensor([[0.0, float("nan"), 0, 0]], dtype=F64), {}, ValueError, "1 NaN"),
+    (_G, torch.tensor([[0.0, float("inf"), 0, 0]], dtype=F64), {}, ValueError, "1 inf"),
+    (_blows_up_at_second, _Z, {"chunk": 1}, ValueError, r"8 non-finite .* latent indices \[1\]"),
+    (lambda z: z[:1].repeat(1, 3), _Z, {}, ValueError, "batch dimension: 3 latent"),
+    (lambda z: 1.0, _Z, {}, TypeError, "must return a torch.Tensor"),
+    (_G, _Z, {"k": 5}, ValueError, r"k=5 exceeds the rank bound min\(D, d\)"),
+    (_G, _Z, {"k": 0}, ValueError, "positive integer"),
+    (_G, _Z, {"method": "topk", "k": 5}, ValueError, r"k=5 exceeds"),
+    (_G, _Z, {"method": "topk"}, ValueError, "needs k"),
+    (_G, _Z, {"method": "projected", "proj_dim": 3, "k": 4}, ValueError,
+     r"min\(proj_dim, d\) = min\(3, 4\)"),
+    (_G, _Z, {"method": "projected", "proj_dim": 0}, ValueError, "proj_dim must be >= 1"),
+    (_G, _Z, {"method": "projected", "proj_dim": 11}, ValueError, "proj_dim=11 exceeds .* D=10"),
+    (_G, _Z, {"method": "svd"}, ValueError, "unknown method 'svd'"),
+    (_G, _Z, {"chunk": 0}, ValueError, "chunk must be a positive integer"),
+    (_G, _Z, {"method": "topk", "k": 2, "tol": 0.0}, ValueError, "tol > 0"),
+])
+def test_bad_input_raises_naming_the_problem(G, z, kw, err, match):
+    with pytest.raises(err, match=match):
+        log_singular_values(G, z, progress=False, **kw)
+
+
+def test_bad_mode_and_projection_sizes_raise():
+    with pytest.raises(ValueError, match="unknown mode 'sideways'"):
+        jacobian(_G, _Z, mode="sideways")
+    with pytest.raises(ValueError, match="proj_dim=20 exceeds the output dimension D=10"):
+        projection_matrix(10, 20, seed=0)
+
+
+def test_training_mode_module_warns():
+    net = _mlp(4, 6).train()
+    with pytest.warns(UserWarning, match="training mode"):
+        log_singular_values(net, _Z, progress=False)
+
+
+def test_progress_bar_follows_argument_and_environment(monkeypatch, capsys):
+    monkeypatch.setenv("MAGNET_LAB_PROGRESS", "0")
+    log_singular_values(_G, _Z)
+    assert "latent" not in capsys.readouterr().err
+    log_singular_values(_G, _Z, progress=True)
+    assert "log_sv[exact]" in capsys.readouterr().err
+    monkeypatch.setenv("MAGNET_LAB_PROGRESS", "1")
+    log_singular_values(_G, _Z, progress=False)
+    assert "latent" not in capsys.readouterr().err
