@@ -1,0 +1,86 @@
+"""Semantic attributes of generated samples and how biased their distribution is.
+
+For Fashion-MNIST the attribute is the class predicted by the embedded classifier
+(``load_classifier("fmnist")``); face attributes (gender, age, smile) join later. Bias measures
+work on any categorical attribute: the class distribution, its KL divergence to the uniform
+distribution (``log C − H(p)``, in nats; 0 means perfectly balanced) and the max/min class
+frequency ratio (1 means balanced, ``inf`` when a class never occurs), each with a percentile
+bootstrap CI over the samples.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from . import metrics
+
+
+def predict_classes(classifier: torch.nn.Module, images: torch.Tensor,
+                    batch_size: int = 1000) -> torch.Tensor:
+    """Predicted class (argmax of the logits) for ``images`` ``[N, C, H, W]`` in [-1, 1]:
+    int64 ``[N]`` on CPU. The classifier runs in eval mode without gradients, in batches."""
+    if images.ndim != 4 or images.shape[0] == 0:
+        raise ValueError(f"images must be [N, C, H, W] with N >= 1, got {tuple(images.shape)}")
+    param = next(classifier.parameters())
+    out = []
+    with torch.no_grad():
+        for x in images.split(batch_size):
+            out.append(classifier(x.to(param.device, param.dtype)).argmax(1).cpu())
+    return torch.cat(out)
+
+
+def class_distribution(labels: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """Frequency of each class among ``labels`` (int ``[N]`` in 0..n_classes-1): float64
+    ``[n_classes]`` summing to 1. Raises ValueError for an empty or out-of-range input."""
+    labels = torch.as_tensor(labels)
+    if labels.ndim != 1 or labels.numel() == 0 or labels.is_floating_point():
+        raise ValueError(f"labels must be a non-empty 1-D integer tensor, got {labels.dtype} "
+                         f"{tuple(labels.shape)}")
+    if int(labels.min()) < 0 or int(labels.max()) >= n_classes:
+        raise ValueError(f"labels must lie in 0..{n_classes - 1}")
+    counts = torch.bincount(labels.long(), minlength=n_classes).to(torch.float64)
+    return counts / counts.sum()
+
+
+def kl_to_uniform(p: torch.Tensor) -> float:
+    """KL(p ‖ uniform) = log C − H(p) in nats for a distribution ``p`` ``[C]`` (0·log 0 = 0)."""
+    p = torch.as_tensor(p, dtype=torch.float64)
+    if p.ndim != 1 or (p < 0).any() or not math.isclose(float(p.sum()), 1.0, abs_tol=1e-9):
+        raise ValueError("p must be a 1-D probability vector")
+    nz = p[p > 0]
+    return float(math.log(p.numel()) + (nz * nz.log()).sum())
+
+
+def max_min_ratio(p: torch.Tensor) -> float:
+    """max_c p_c / min_c p_c for a distribution ``p`` ``[C]``; ``inf`` if a class has p_c = 0."""
+    p = torch.as_tensor(p, dtype=torch.float64)
+    lo = float(p.min())
+    return math.inf if lo == 0 else float(p.max()) / lo
+
+
+def bias_measures(labels: torch.Tensor, n_classes: int, *, n_boot: int = 1000,
+                  seed: int = 0, level: float = 0.95) -> dict[str, Any]:
+    """Class distribution and bias of ``labels`` (int ``[N]``) with bootstrap CIs.
+
+    Returns ``{"n", "class_freq": [{"value", "lo", "hi", ...}] * C, "kl_to_uniform": {...},
+    "max_min_ratio": {...}}``: each entry is ``metrics.bootstrap_statistic``'s percentile CI over
+    resampled label sets (seeded). A max/min ratio CI is reported as computed; replicates in which
+    a rare class vanishes are infinite, so it is computed with the frequency floored at 1/(2N)
+    (documented in ``"max_min_ratio"["floor"]``) to keep the interval finite.
+    """
+    labels = torch.as_tensor(labels).long()
+    n = labels.numel()
+    dist = lambda idx: class_distribution(labels[idx], n_classes)  # noqa: E731
+    floor = 1.0 / (2 * n)
+    out: dict[str, Any] = {"n": n}
+    out["class_freq"] = [metrics.bootstrap_statistic(lambda idx, c=c: float(dist(idx)[c]), n,
+                                                     n_boot, seed, level=level)
+                         for c in range(n_classes)]
+    out["kl_to_uniform"] = metrics.bootstrap_statistic(lambda idx: kl_to_uniform(dist(idx)), n,
+                                                       n_boot, seed, level=level)
+    out["max_min_ratio"] = metrics.bootstrap_statistic(
+        lambda idx: max_min_ratio(dist(idx).clamp_min(floor)), n, n_boot, seed, level=level)
+    out["max_min_ratio"]["floor"] = floor
+    return out

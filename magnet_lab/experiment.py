@@ -1,0 +1,134 @@
+"""The study pipeline the notebooks share: candidates → bank → samples → images → evaluation.
+
+``candidate_bank`` builds (or resumes from the cache) the volume bank of N seeded Gaussian
+candidates; ``polarity_latents`` turns it into MaGNET/polarity samples; ``generate`` makes images
+(with truncation ψ as a generation-time setting); ``evaluate`` scores images against a real
+reference in the classifier's feature space, with bootstrap CIs.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import attributes, bank, metrics, paths, sampling
+
+
+def truncate(G: torch.nn.Module, z: torch.Tensor, psi: float) -> torch.Tensor:
+    """Truncation ψ applied to latents ``z`` ``[N, d]`` for generator ``G``.
+
+    A generator with its own ``truncate(z, psi)`` (StyleGAN: in w-space, towards w_avg) is
+    asked to do it; for a plain z-space generator with a N(0, I) prior the analogue is ``ψ·z``
+    (interpolating towards the prior's mean, 0). ψ = 1 returns ``z`` unchanged; ψ > 1 is allowed
+    ("anti-truncation"). Raises ValueError unless ψ is finite and positive.
+    """
+    if not (psi > 0 and torch.isfinite(torch.tensor(float(psi)))):
+        raise ValueError(f"psi must be a finite positive number, got {psi}")
+    if psi == 1.0:
+        return z
+    if callable(getattr(G, "truncate", None)):
+        return G.truncate(z, psi)
+    return z * psi
+
+
+def generate(G: torch.nn.Module, z: torch.Tensor, *, psi: float = 1.0,
+             batch_size: int = 500) -> torch.Tensor:
+    """Images ``[N, C, H, W]`` (float32, CPU, in [-1, 1]) of latents ``z`` ``[N, d]`` under
+    truncation ``psi``; batched, without gradients, on ``G``'s device and dtype."""
+    param = next(G.parameters())
+    out = []
+    with torch.no_grad():
+        for zb in z.split(batch_size):
+            zb = truncate(G, zb.to(param.device, param.dtype), psi)
+            out.append(G(zb).float().cpu())
+    return torch.cat(out)
+
+
+def fingerprint(model: torch.nn.Module) -> str:
+    """A short SHA-256 of ``model``'s state (names, shapes, values): cache keys change when the
+    weights do, so a retrained generator never reuses a stale bank."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:12]
+
+
+def candidate_bank(G: torch.nn.Module, generator_id: str, n: int, *, seed: int,
+                   method: str = "exact", k: int | None = None, proj_dim: int = 128,
+                   shard_size: int = 500, directory: str | Path | None = None,
+                   latents: torch.Tensor | None = None) -> bank.VolumeBank:
+    """The volume bank of ``n`` Gaussian candidates ``z = gaussian_latents(n, d, seed)`` for
+    ``G``, built with ``spectra.log_singular_values(method, k, proj_dim)`` into a resumable shard
+    directory under ``paths.cache_dir()/banks`` (reused when it already exists for the same
+    generator weights, candidates and method). ``latents`` overrides the candidates (e.g. a
+    subset for an estimator comparison). Returns the merged ``VolumeBank``."""
+    z = latents if latents is not None else sampling.gaussian_latents(n, G.z_dim, seed=seed)
+    param = next(G.parameters())
+    gid = f"{generator_id}@{fingerprint(G)}"
+    key = hashlib.sha256(z.numpy().tobytes()).hexdigest()[:10]
+    name = (f"{generator_id}-{gid.rsplit('@', 1)[1]}-{method}-k{k}"
+            f"-p{proj_dim if method == 'projected' else 0}-n{len(z)}-{key}")
+    root = Path(directory) if directory is not None else paths.cache_dir() / "banks"
+    return bank.build(G, z.to(param.device, param.dtype), root / name, generator_id=gid,
+                      shard_size=shard_size, method=method, k=k, proj_dim=proj_dim, seed=seed)
+
+
+def polarity_indices(vb: bank.VolumeBank, rho: float, n: int, *, seed: int,
+                     top_k: int | None = None, exact_uniform: bool = False) -> torch.Tensor:
+    """Indices ``[n]`` of ``n`` candidates resampled without replacement (Gumbel-top-k, seeded)
+    with polarity weights ``∏_{i≤k} σ_i^ρ`` (ρ = 1: MaGNET). ``exact_uniform`` divides out the
+    candidates' Gaussian prior (the theory's exact weights; see ``sampling.log_weights``); it
+    needs the bank's latents. Warns (``sampling.LowESSWarning``) when the weights collapse."""
+    log_prior = None
+    if exact_uniform:
+        if vb.latents is None:
+            raise ValueError("exact_uniform weights need the bank's latents")
+        log_prior = sampling.gaussian_log_prior(vb.latents)
+    log_w = sampling.log_weights(vb.log_sv, rho, top_k=top_k, log_prior=log_prior)
+    sampling.check_ess(log_w)
+    return sampling.resample(log_w, n, replace=False, generator=torch.Generator().manual_seed(seed))
+
+
+def polarity_latents(vb: bank.VolumeBank, rho: float, n: int, *, seed: int,
+                     top_k: int | None = None, exact_uniform: bool = False) -> torch.Tensor:
+    """The latents ``[n, d]`` of ``polarity_indices(vb, rho, n, ...)``."""
+    if vb.latents is None:
+        raise ValueError("the bank stores no latents to resample")
+    return vb.latents[polarity_indices(vb, rho, n, seed=seed, top_k=top_k,
+                                       exact_uniform=exact_uniform)]
+
+
+def metric_table(evaluations: dict[str, dict[str, Any]],
+                 columns: tuple[str, ...] = ("precision", "recall", "density", "coverage", "fid",
+                                             "kid")):
+    """A pandas DataFrame (one row per sampler) of the metric values in ``evaluations``
+    (``{sampler: evaluate(...)}``), with ``_lo``/``_hi`` columns for the 95 % CIs."""
+    import pandas as pd
+
+    rows = []
+    for name, ev in evaluations.items():
+        row = {"sampler": name}
+        for c in columns:
+            m = ev["metrics"][c]
+            row.update({c: m["value"], f"{c}_lo": m["lo"], f"{c}_hi": m["hi"]})
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("sampler")
+
+
+def evaluate(images: torch.Tensor, real_feats: torch.Tensor, classifier: torch.nn.Module, *,
+             n_boot: int = 200, seed: int = 0, n_classes: int = 10) -> dict[str, Any]:
+    """Score generated ``images`` ``[M, C, H, W]`` against real features ``[N, F]``.
+
+    Returns ``{"metrics": metrics.bootstrap_ci(...)}`` (FID, KID, precision, recall, density,
+    coverage with 95 % CIs, in the classifier's feature space) and ``"classes"``:
+    ``attributes.bias_measures`` of the predicted classes.
+    """
+    feats = metrics.extract_features(classifier, images)  # [M, F]
+    labels = attributes.predict_classes(classifier, images)  # [M]
+    return {"metrics": metrics.bootstrap_ci(real_feats, feats, n_boot=n_boot, seed=seed),
+            "classes": attributes.bias_measures(labels, n_classes, n_boot=n_boot, seed=seed),
+            "predicted_labels": labels}

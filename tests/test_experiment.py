@@ -1,0 +1,129 @@
+"""The notebooks' shared pipeline: truncation, generation, cached banks, attributes, widgets."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from magnet_lab import attributes, experiment, sampling, widgets
+
+
+class TinyGen(nn.Module):
+    """A linear 'image' generator z [B, 3] -> [B, 1, 2, 2] (closed-form Jacobian W)."""
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.z_dim = 3
+        self.lin = nn.Linear(3, 4, dtype=torch.float64)
+        with torch.no_grad():
+            self.lin.weight.copy_(torch.randn(4, 3, generator=g, dtype=torch.float64))
+            self.lin.bias.copy_(torch.randn(4, generator=g, dtype=torch.float64))
+
+    def forward(self, z):
+        return torch.nn.functional.hardtanh(self.lin(z)).view(-1, 1, 2, 2)
+
+
+def test_truncation_scales_plain_latents_and_defers_to_the_generator():
+    G, z = TinyGen(), torch.randn(5, 3, dtype=torch.float64)
+    assert torch.equal(experiment.truncate(G, z, 0.5), 0.5 * z)
+    assert experiment.truncate(G, z, 1.0) is z
+    G.truncate = lambda z, psi: z + psi  # a StyleGAN-like generator truncates in its own way
+    assert torch.equal(experiment.truncate(G, z, 0.5), z + 0.5)
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="psi"):
+            experiment.truncate(G, z, bad)
+
+
+def test_generate_in_batches_equals_one_pass():
+    G, z = TinyGen(), torch.randn(11, 3, dtype=torch.float64)
+    out = experiment.generate(G, z, psi=0.7, batch_size=4)
+    assert out.dtype == torch.float32 and out.shape == (11, 1, 2, 2)
+    with torch.no_grad():
+        assert torch.allclose(out, G(0.7 * z).float())
+
+
+def test_fingerprint_follows_the_weights():
+    a, b = TinyGen(0), TinyGen(0)
+    assert experiment.fingerprint(a) == experiment.fingerprint(b)
+    with torch.no_grad():
+        b.lin.bias.add_(1e-6)
+    assert experiment.fingerprint(a) != experiment.fingerprint(b)
+
+
+def test_candidate_bank_is_exact_cached_and_keyed_by_weights(tmp_path):
+    G = TinyGen()
+    vb = experiment.candidate_bank(G, "tiny", 12, seed=3, shard_size=5, directory=tmp_path)
+    z = sampling.gaussian_latents(12, 3, seed=3).double()
+    assert torch.equal(vb.latents, z) and vb.meta["shards_computed"] == [0, 1, 2]
+    # hardtanh clips some pixels: the Jacobian is diag(mask) W, whose σ we know in closed form
+    with torch.no_grad():
+        mask = (G.lin(z).abs() < 1).double()  # [N, 4]
+    ref = torch.linalg.svdvals(mask[:, :, None] * G.lin.weight[None]).log()  # [N, 3]
+    rank = mask.sum(1).clamp(max=3).long()  # W is generic: rank = number of unclipped pixels
+    for i in range(12):
+        r = int(rank[i])
+        assert torch.allclose(vb.log_sv[i, :r], ref[i, :r], atol=1e-10)
+        assert torch.isneginf(vb.log_sv[i, r:]).all()
+    again = experiment.candidate_bank(G, "tiny", 12, seed=3, shard_size=5, directory=tmp_path)
+    assert again.meta["shards_computed"] == [] and torch.equal(again.log_sv, vb.log_sv)
+    with torch.no_grad():
+        G.lin.weight.mul_(2)  # new weights: a new bank, never the stale one
+    fresh = experiment.candidate_bank(G, "tiny", 12, seed=3, shard_size=5, directory=tmp_path)
+    assert fresh.meta["shards_computed"] == [0, 1, 2]
+
+
+def test_polarity_indices_rho0_is_plain_and_exact_uniform_divides_the_prior(tmp_path):
+    vb = experiment.candidate_bank(TinyGen(), "tiny", 50, seed=0, directory=tmp_path)
+    idx0 = experiment.polarity_indices(vb, 0.0, 50, seed=1)
+    assert sorted(idx0.tolist()) == list(range(50))  # all candidates, each once
+    a = experiment.polarity_indices(vb, 1.0, 5, seed=1, exact_uniform=True)
+    log_w = sampling.log_weights(vb.log_sv, 1.0, log_prior=sampling.gaussian_log_prior(vb.latents))
+    b = sampling.resample(log_w, 5, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a, b)
+
+
+def test_kl_to_uniform_and_ratio_closed_forms():
+    assert attributes.kl_to_uniform(torch.full((4,), 0.25)) == pytest.approx(0, abs=1e-15)
+    assert attributes.kl_to_uniform(torch.tensor([1.0, 0, 0, 0])) == pytest.approx(math.log(4))
+    p = torch.tensor([0.5, 0.25, 0.25])
+    assert attributes.kl_to_uniform(p) == pytest.approx(math.log(3) + 0.5 * math.log(0.5)
+                                                        + 0.5 * math.log(0.25))
+    assert attributes.max_min_ratio(p) == 2 and attributes.max_min_ratio(torch.tensor([1.0, 0])) == math.inf
+    with pytest.raises(ValueError, match="probability"):
+        attributes.kl_to_uniform(torch.tensor([0.5, 0.6]))
+
+
+def test_bias_measures_cis_bracket_the_estimate_and_are_seeded():
+    labels = torch.tensor([0] * 60 + [1] * 30 + [2] * 10)
+    a = attributes.bias_measures(labels, 3, n_boot=200, seed=0)
+    b = attributes.bias_measures(labels, 3, n_boot=200, seed=0)
+    assert a["class_freq"][0]["value"] == pytest.approx(0.6) and a == b
+    for entry in [a["kl_to_uniform"], a["max_min_ratio"], *a["class_freq"]]:
+        assert entry["lo"] <= entry["value"] <= entry["hi"]
+    assert a["max_min_ratio"]["value"] == pytest.approx(6.0)
+    with pytest.raises(ValueError, match="0..2"):
+        attributes.class_distribution(torch.tensor([0, 3]), 3)
+
+
+def test_predict_classes_is_argmax_of_logits():
+    clf = nn.Linear(4, 3, bias=False)
+    x = torch.randn(7, 1, 2, 2)
+    clf_img = nn.Sequential(nn.Flatten(), clf)
+    assert torch.equal(attributes.predict_classes(clf_img, x, batch_size=3),
+                       clf(x.flatten(1)).argmax(1))
+
+
+def test_polarity_explorer_builds_a_widget_and_redraws(tmp_path, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    vb = experiment.candidate_bank(TinyGen(), "tiny", 40, seed=0, directory=tmp_path)
+    box = widgets.polarity_explorer(TinyGen(), vb, n=8)
+    rho, psi = box.children[0].children
+    rho.value = 1.5  # triggers a redraw through the observer; must not raise
+    assert rho.description == "ρ" and psi.description == "ψ"
+    monkeypatch.setenv("MAGNET_LAB_HEADLESS", "1")
+    assert widgets.headless()

@@ -1,0 +1,103 @@
+"""Paths, provenance, atomic writes, figures and the setup's reading of environment.yml."""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import pytest
+import torch
+
+from magnet_lab import paths, plots, provenance
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_paths_follow_environment_overrides(monkeypatch, tmp_path):
+    monkeypatch.setenv("MAGNET_LAB_FIGURES_DIR", str(tmp_path / "figs"))
+    monkeypatch.setenv("MAGNET_LAB_REPORTS_DIR", str(tmp_path / "reps"))
+    assert paths.figures_dir() == (tmp_path / "figs").resolve() and paths.figures_dir().is_dir()
+    assert paths.reports_dir() == (tmp_path / "reps").resolve()
+    monkeypatch.delenv("MAGNET_LAB_FIGURES_DIR")
+    assert paths.figures_dir() == paths.root() / "figures"
+    assert (paths.root() / "magnet_lab" / "paths.py").is_file()
+
+
+def test_write_json_atomic_converts_values_and_leaves_no_temp_files(tmp_path):
+    target = tmp_path / "sub" / "r.json"
+    provenance.write_json_atomic(target, {"t": torch.tensor([1.5, 2.0]), "inf": float("inf"),
+                                          "nan": float("nan"), "p": Path("/x")})
+    data = json.loads(target.read_text())
+    assert data == {"t": [1.5, 2.0], "inf": "inf", "nan": None, "p": "/x"}
+    assert [p.name for p in target.parent.iterdir()] == ["r.json"]
+
+
+def test_atomic_write_keeps_old_file_when_serialisation_fails(tmp_path):
+    target = tmp_path / "r.json"
+    provenance.write_json_atomic(target, {"a": 1})
+    with pytest.raises(TypeError):
+        provenance.write_json_atomic(target, {"a": object()})
+    assert json.loads(target.read_text()) == {"a": 1}
+    assert len(list(tmp_path.iterdir())) == 1
+
+
+def test_provenance_records_versions_and_commit():
+    rec = provenance.provenance(seed=3)
+    assert rec["seed"] == 3 and rec["versions"]["torch"].startswith("2.14.1")
+    assert rec["git_commit"] is None or re.fullmatch(r"[0-9a-f]{40}(\+dirty)?", rec["git_commit"])
+
+
+def test_results_file_records_seed_parameters_and_provenance(tmp_path):
+    path = provenance.write_results(tmp_path / "r.json", {"metric": 0.5}, seed=7,
+                                    parameters={"smoke": True})
+    data = json.loads(path.read_text())
+    assert data["seed"] == 7 and data["parameters"] == {"smoke": True} and data["metric"] == 0.5
+    assert "versions" in data["provenance"]
+
+
+def test_save_figure_writes_png_pdf_and_sidecar(tmp_path):
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [0, 1])
+    out = plots.save_figure(fig, "unit_fig", {"rho": 1.0}, directory=tmp_path)
+    plt.close(fig)
+    assert out["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert out["pdf"].read_bytes()[:5] == b"%PDF-"
+    side = json.loads(out["json"].read_text())
+    assert side["parameters"] == {"rho": 1.0} and side["figure"] == "unit_fig"
+    with pytest.raises(ValueError, match="plain file stem"):
+        plots.save_figure(fig, "a/b", directory=tmp_path)
+
+
+def test_image_grid_places_images_and_maps_range():
+    imgs = torch.stack([torch.full((1, 2, 2), -1.0), torch.full((1, 2, 2), 1.0)])
+    grid = plots.image_grid(imgs, nrow=2, pad=1, pad_value=0.5)
+    assert grid.shape == (4, 7, 1)
+    assert (grid[1:3, 1:3] == 0).all() and (grid[1:3, 4:6] == 1).all() and grid[0, 0, 0] == 0.5
+    with pytest.raises(ValueError, match=r"\[N, 1\|3, H, W\]"):
+        plots.image_grid(torch.zeros(2, 2, 2))
+
+
+def test_setup_reads_exactly_the_pip_list_of_environment_yml():
+    """The venv route must install what environment.yml lists, nothing hand-kept elsewhere."""
+    import yaml
+
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip_list = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    script = (ROOT / "scripts" / "setup.sh").read_text()
+    parser = script.split("<<'PYEOF'\n", 1)[1].split("\nPYEOF", 1)[0]
+    got = subprocess.run([sys.executable, "-c", parser], cwd=ROOT, capture_output=True,
+                         text=True, check=True).stdout.split("\n")
+    assert [g for g in got if g] == pip_list
+    assert "torch==2.14.1" in pip_list and "torchvision==0.29.1" in pip_list
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    assert "make test" in readme and "make reports" in readme
+    assert re.search(r"^make test$", (ROOT / ".ci" / "run").read_text(), re.M)
