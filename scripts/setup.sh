@@ -23,23 +23,7 @@ else
   if [ ! -f "$STAMP" ] || [ environment.yml -nt "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then
     "$PY" -m pip install -q --upgrade pip
     # The pip list is read from environment.yml itself (no second, hand-kept list).
-    "$PY" - <<'PYEOF' > .venv/requirements-from-environment.txt
-import re, sys
-lines = open("environment.yml").read().splitlines()
-out, in_pip, indent = [], False, None
-for line in lines:
-    if re.match(r"^\s*-\s*pip:\s*$", line):
-        in_pip, indent = True, len(line) - len(line.lstrip()); continue
-    if in_pip:
-        if not line.strip() or line.strip().startswith("#"):
-            continue
-        if len(line) - len(line.lstrip()) <= indent:
-            break
-        out.append(re.sub(r"^\s*-\s*", "", line).split(" #")[0].strip())
-if not out:
-    sys.exit("setup: no pip: section found in environment.yml")
-print("\n".join(out))
-PYEOF
+    "$PY" scripts/env_requirements.py environment.yml > .venv/requirements-from-environment.txt
     "$PY" -m pip install -r .venv/requirements-from-environment.txt
     touch "$STAMP"
   fi

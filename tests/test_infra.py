@@ -89,10 +89,10 @@ def test_setup_reads_exactly_the_pip_list_of_environment_yml():
 
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip_list = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
-    script = (ROOT / "scripts" / "setup.sh").read_text()
-    parser = script.split("<<'PYEOF'\n", 1)[1].split("\nPYEOF", 1)[0]
-    got = subprocess.run([sys.executable, "-c", parser], cwd=ROOT, capture_output=True,
-                         text=True, check=True).stdout.split("\n")
+    assert "scripts/env_requirements.py environment.yml" in (ROOT / "scripts" / "setup.sh").read_text()
+    got = subprocess.run([sys.executable, str(ROOT / "scripts" / "env_requirements.py"),
+                          str(ROOT / "environment.yml")], capture_output=True, text=True,
+                         check=True).stdout.split("\n")
     assert [g for g in got if g] == pip_list
     assert "torch==2.14.1" in pip_list and "torchvision==0.29.1" in pip_list
 
