@@ -1,0 +1,75 @@
+"""The one door to every model the project knows: ``load_generator`` and ``load_classifier``.
+
+Adding an architecture is one entry in ``ARCHITECTURES`` (sidecar name → ``nn.Module`` class built
+with the sidecar's ``kwargs``); adding a shipped model is one entry in ``GENERATORS`` or
+``CLASSIFIERS`` (built-in name → file under ``magnet_lab.paths.data_dir()``).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import paths
+from .models.checkpoints import WEIGHT_SUFFIXES, build_model, load_checkpoint
+from .models.fmnist import FmnistClassifier, FmnistDCGAN
+
+ARCHITECTURES: dict[str, type[nn.Module]] = {
+    "FmnistDCGAN": FmnistDCGAN,
+    "FmnistClassifier": FmnistClassifier,
+}
+GENERATORS: dict[str, str] = {"fmnist-dcgan": "fmnist-dcgan.safetensors"}
+CLASSIFIERS: dict[str, str] = {"fmnist": "fmnist-classifier.safetensors"}
+
+
+def _resolve(spec: str | os.PathLike, table: dict[str, str], kind: str) -> Path:
+    if isinstance(spec, str) and spec in table:
+        path = paths.data_dir() / table[spec]
+        if not path.is_file():
+            raise FileNotFoundError(f"built-in {kind} {spec!r} expects {path}, which is missing; "
+                                    "recreate it with `python scripts/train_fmnist.py --out data/`")
+        return path
+    path = Path(spec).expanduser()
+    looks_like_path = (not isinstance(spec, str) or path.suffix in WEIGHT_SUFFIXES
+                       or os.sep in str(spec) or path.exists())
+    if not looks_like_path:
+        raise ValueError(f"unknown {kind} {spec!r}; known names: {sorted(table)} "
+                         f"(or pass a path to a {'/'.join(WEIGHT_SUFFIXES)} file with a .json sidecar)")
+    return path
+
+
+def _load(path: Path, device: str | torch.device, dtype: torch.dtype) -> nn.Module:
+    state, sidecar = load_checkpoint(path)
+    model = build_model(state, sidecar, ARCHITECTURES, source=path)
+    model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    model.sidecar = sidecar
+    return model
+
+
+def load_generator(spec: str | os.PathLike, device: str | torch.device = "cpu",
+                   dtype: torch.dtype = torch.float32) -> nn.Module:
+    """A generator in eval mode with frozen parameters, ``z_dim`` and ``forward(z [B, z_dim]) ->
+    [B, C, H, W]`` in [-1, 1]; ``spec`` is a built-in name (``GENERATORS``) or a checkpoint path.
+    Its training record is ``model.sidecar``. Raises ValueError for an unknown name (listing the
+    known ones) or a bad checkpoint, FileNotFoundError for a missing file or sidecar."""
+    path = _resolve(spec, GENERATORS, "generator")
+    model = _load(path, device, dtype)
+    if not isinstance(getattr(model, "z_dim", None), int):
+        raise ValueError(f"{path}: architecture {model.sidecar['architecture']} is not a generator "
+                         "(no integer z_dim)")
+    return model
+
+
+def load_classifier(spec: str | os.PathLike = "fmnist", device: str | torch.device = "cpu",
+                    dtype: torch.dtype = torch.float32) -> nn.Module:
+    """A classifier in eval mode with frozen parameters: ``forward(x) -> logits [B, n_classes]``
+    and ``features(x) -> [B, F]``; ``spec`` is a built-in name (``CLASSIFIERS``) or a path.
+    Raises as ``load_generator`` does."""
+    path = _resolve(spec, CLASSIFIERS, "classifier")
+    model = _load(path, device, dtype)
+    if not callable(getattr(model, "features", None)):
+        raise ValueError(f"{path}: architecture {model.sidecar['architecture']} is not a "
+                         "classifier (no features())")
+    return model

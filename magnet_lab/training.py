@@ -1,0 +1,279 @@
+"""Training of the embedded Fashion-MNIST models, seeded and CPU-friendly (2 threads, minutes).
+
+``train_classifier`` fits ``FmnistClassifier`` on the full, balanced training set;
+``train_dcgan`` fits ``FmnistDCGAN`` on the imbalanced split (``data.DEFAULT_IMBALANCE``) with the
+standard non-saturating DCGAN loss and Adam(2e-4, β=(0.5, 0.999)). Both return ``(model, record)``
+where ``record`` is the JSON-able training record that ``save_checkpoint`` writes as the sidecar.
+Runs are reproducible for a given seed, thread count and torch build: parameters are initialised
+from ``torch.manual_seed(seed)``, data order and latents come from dedicated ``torch.Generator``s,
+and ``torch.use_deterministic_algorithms(True)`` is on while training.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import data as fdata
+from .models.fmnist import FmnistClassifier, FmnistDCGAN, FmnistDiscriminator
+
+TEST_SUBSET = 2000  # the classifier's recorded accuracy on the first TEST_SUBSET test images
+
+
+@contextlib.contextmanager
+def reproducible(seed: int, threads: int | None = 2, deterministic: bool = True) -> Iterator[None]:
+    """Seed torch's global RNG, set the thread count and deterministic algorithms for the block,
+    restoring the previous thread count and determinism flag afterwards."""
+    old_threads = torch.get_num_threads()
+    old_det = torch.are_deterministic_algorithms_enabled()
+    old_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    try:
+        if threads:
+            torch.set_num_threads(int(threads))
+        torch.use_deterministic_algorithms(deterministic, warn_only=True)
+        torch.manual_seed(int(seed))
+        yield
+    finally:
+        torch.set_num_threads(old_threads)
+        torch.use_deterministic_algorithms(old_det, warn_only=old_warn)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    """Predicted classes (int64 ``[N]``) of images ``x`` ``[N, 1, 28, 28]`` in [-1, 1], in batches,
+    with the model temporarily in eval mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        return torch.cat([model(x[i:i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
+    finally:
+        model.train(was_training)
+
+
+def classifier_accuracy(model: nn.Module, split: str = "test", n: int | None = None,
+                        root: str | Path | None = None, batch_size: int = 500) -> float:
+    """Accuracy of ``model`` on the first ``n`` images (all when None) of a Fashion-MNIST split."""
+    images, labels = fdata.fashion_mnist(split, root)
+    if n is not None:
+        images, labels = images[:n], labels[:n]
+    pred = predict(model, fdata.to_model_range(images), batch_size)
+    return float((pred == labels).double().mean())
+
+
+def train_classifier(seed: int = 0, epochs: int = 5, *, batch_size: int = 128, lr: float = 2e-3,
+                     weight_decay: float = 1e-4, threads: int | None = 2,
+                     root: str | Path | None = None, log: Callable[[str], None] = print
+                     ) -> tuple[FmnistClassifier, dict]:
+    """Fit ``FmnistClassifier`` on all 60k training images (random horizontal flips) with AdamW and
+    a cosine learning-rate schedule; returns ``(model in eval mode, record)``. The record holds the
+    test accuracy and the accuracy on the first ``TEST_SUBSET`` test images (for exact re-checks)."""
+    t0 = time.time()
+    images, labels = fdata.fashion_mnist("train", root)
+    x_all = fdata.to_model_range(images)  # [60000, 1, 28, 28]
+    with reproducible(seed, threads):
+        model = FmnistClassifier()
+        gen = torch.Generator().manual_seed(int(seed) + 1)
+        steps_per_epoch = math.ceil(len(x_all) / batch_size)
+        total = epochs * steps_per_epoch
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+        model.train()
+        history, step = [], 0
+        for epoch in range(epochs):
+            perm = torch.randperm(len(x_all), generator=gen)
+            run_loss, run_correct, seen = 0.0, 0, 0
+            for i in range(0, len(perm), batch_size):
+                idx = perm[i:i + batch_size]
+                x, y = x_all[idx], labels[idx]
+                flip = torch.rand(len(idx), generator=gen) < 0.5
+                x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+                logits = model(x)
+                loss = F.cross_entropy(logits, y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                step += 1
+                run_loss += float(loss.detach()) * len(idx)
+                run_correct += int((logits.argmax(1) == y).sum())
+                seen += len(idx)
+                if step % 100 == 0:
+                    log(f"classifier epoch {epoch + 1}/{epochs} step {step}/{total} "
+                        f"loss {run_loss / seen:.4f} acc {run_correct / seen:.4f} "
+                        f"({time.time() - t0:.0f}s)")
+            history.append({"epoch": epoch + 1, "train_loss": run_loss / seen,
+                            "train_accuracy": run_correct / seen})
+        model.eval()
+    train_time = time.time() - t0
+    test_acc = classifier_accuracy(model, "test", root=root)
+    subset_acc = classifier_accuracy(model, "test", n=TEST_SUBSET, root=root)
+    log(f"classifier: test accuracy {test_acc:.4f} (first {TEST_SUBSET}: {subset_acc:.4f}), "
+        f"{train_time:.0f}s")
+    record = {
+        "architecture": "FmnistClassifier", "kwargs": model.config(), "kind": "classifier",
+        "class_names": list(fdata.CLASS_NAMES), "input": "[B, 1, 28, 28] float in [-1, 1]",
+        "seed": int(seed), "epochs": int(epochs), "steps": step, "batch_size": batch_size,
+        "optimizer": {"name": "AdamW", "lr": lr, "weight_decay": weight_decay,
+                      "schedule": "cosine to 0"},
+        "augmentation": "random horizontal flip",
+        "data": {"dataset": "fashion-mnist", "split": "train (all 60000, balanced)",
+                 "class_frequencies": fdata.class_frequencies(labels)},
+        "threads": int(threads) if threads else torch.get_num_threads(),
+        "training_time_s": round(train_time, 1),
+        "history": history,
+        "final_metrics": {"test_accuracy": test_acc,
+                          "test_subset": {"first_n": TEST_SUBSET, "accuracy": subset_acc},
+                          "train_loss": history[-1]["train_loss"]},
+    }
+    return model, record
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(generator: FmnistDCGAN, *, n_batches: int = 40, batch_size: int = 250,
+                          seed: int = 0) -> None:
+    """Replace BatchNorm running statistics by exact averages over ``n_batches`` fresh latent
+    batches (train-mode statistics), so the eval-mode generator matches what was trained."""
+    gen = torch.Generator().manual_seed(int(seed))
+    bns = [m for m in generator.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average = exact mean over the batches
+    generator.train()
+    for _ in range(n_batches):
+        generator.net(torch.randn(batch_size, generator.z_dim, generator=gen))
+    for m, mom in zip(bns, saved):
+        m.momentum = mom
+    generator.eval()
+
+
+@torch.no_grad()
+def sample_images(generator: nn.Module, n: int, *, seed: int = 0, batch_size: int = 500
+                  ) -> torch.Tensor:
+    """``n`` images ``[n, C, H, W]`` from ``generator`` (eval mode) at latents z ~ N(0, I) drawn
+    from a ``torch.Generator`` seeded with ``seed``."""
+    gen = torch.Generator().manual_seed(int(seed))
+    z = torch.randn(n, generator.z_dim, generator=gen)  # [n, z_dim]
+    was_training = generator.training
+    generator.eval()
+    try:
+        return torch.cat([generator(z[i:i + batch_size]) for i in range(0, n, batch_size)])
+    finally:
+        generator.train(was_training)
+
+
+def generator_class_frequencies(generator: nn.Module, classifier: nn.Module, n: int = 10000,
+                                seed: int = 12345) -> torch.Tensor:
+    """Class frequencies (float64 ``[10]``) of ``n`` generator samples as judged by ``classifier``."""
+    pred = predict(classifier, sample_images(generator, n, seed=seed))
+    return fdata.class_frequencies(pred, 10)
+
+
+def train_dcgan(seed: int = 0, steps: int = 2000, *, batch_size: int = 64, z_dim: int = 32,
+                channels: int = 96, d_channels: int = 48, lr: float = 2e-4,
+                betas: tuple[float, float] = (0.5, 0.999), threads: int | None = 2,
+                spec: fdata.ImbalanceSpec = fdata.DEFAULT_IMBALANCE, split_seed: int = 0,
+                root: str | Path | None = None, log: Callable[[str], None] = print,
+                log_every: int = 100) -> tuple[FmnistDCGAN, dict]:
+    """Fit ``FmnistDCGAN`` on the imbalanced training split with the non-saturating DCGAN loss;
+    returns ``(generator in eval mode, record)``. After training the BatchNorm statistics are
+    recalibrated. ``judge_generator`` adds the class distribution of samples to the record."""
+    t0 = time.time()
+    images, labels = fdata.fashion_mnist("train", root)
+    idx = fdata.imbalanced_split(labels, spec=spec, seed=split_seed)
+    x_all = fdata.to_model_range(images[idx])  # [M, 1, 28, 28]
+    split_labels = labels[idx]
+    split_freq = fdata.class_frequencies(split_labels)
+    log(f"dcgan: imbalanced split of {len(idx)} images, class frequencies "
+        f"{[round(float(f), 4) for f in split_freq]}")
+    with reproducible(seed, threads):
+        G, D = FmnistDCGAN(z_dim=z_dim, channels=channels), FmnistDiscriminator(d_channels)
+        gen_data = torch.Generator().manual_seed(int(seed) + 1)
+        gen_z = torch.Generator().manual_seed(int(seed) + 2)
+        opt_g = torch.optim.Adam(G.parameters(), lr=lr, betas=betas)
+        opt_d = torch.optim.Adam(D.parameters(), lr=lr, betas=betas)
+        ones, zeros = torch.ones(batch_size), torch.zeros(batch_size)
+        G.train(), D.train()
+        perm, pos = torch.randperm(len(x_all), generator=gen_data), 0
+        history, acc_d, acc_g, acc_n = [], 0.0, 0.0, 0
+        for step in range(1, steps + 1):
+            if pos + batch_size > len(perm):
+                perm, pos = torch.randperm(len(x_all), generator=gen_data), 0
+            real = x_all[perm[pos:pos + batch_size]]  # [B, 1, 28, 28]
+            pos += batch_size
+            z = torch.randn(batch_size, z_dim, generator=gen_z)  # [B, z_dim]
+            fake = G.net(z)
+            # discriminator: real -> 1, fake -> 0
+            loss_d = (F.binary_cross_entropy_with_logits(D(real), ones)
+                      + F.binary_cross_entropy_with_logits(D(fake.detach()), zeros))
+            opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            opt_d.step()
+            # generator: non-saturating loss -log D(G(z))
+            D.requires_grad_(False)  # no discriminator weight gradients in the generator step
+            loss_g = F.binary_cross_entropy_with_logits(D(fake), ones)
+            opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            opt_g.step()
+            D.requires_grad_(True)
+            acc_d, acc_g, acc_n = acc_d + float(loss_d.detach()), acc_g + float(loss_g.detach()), acc_n + 1
+            if step % log_every == 0 or step == steps:
+                history.append({"step": step, "loss_d": acc_d / acc_n, "loss_g": acc_g / acc_n})
+                log(f"dcgan step {step}/{steps} loss_d {acc_d / acc_n:.3f} "
+                    f"loss_g {acc_g / acc_n:.3f} ({time.time() - t0:.0f}s)")
+                acc_d, acc_g, acc_n = 0.0, 0.0, 0
+        recalibrate_batchnorm(G, seed=int(seed) + 3)
+    train_time = time.time() - t0
+    record = {
+        "architecture": "FmnistDCGAN", "kwargs": G.config(), "kind": "generator",
+        "output": "[B, 1, 28, 28] in [-1, 1]", "latent": "z ~ N(0, I_z_dim)",
+        "seed": int(seed), "steps": int(steps), "batch_size": batch_size,
+        "loss": "non-saturating (BCE with logits)",
+        "optimizer": {"name": "Adam", "lr": lr, "betas": list(betas)},
+        "discriminator": {"architecture": "FmnistDiscriminator", "kwargs": D.config()},
+        "batchnorm": "running statistics recalibrated over 40x250 latents after training",
+        "data": {"dataset": "fashion-mnist", "split": "train, imbalanced_split",
+                 "imbalance": spec.to_dict(), "split_seed": int(split_seed),
+                 "n_images": len(idx), "class_names": list(fdata.CLASS_NAMES),
+                 "class_counts": torch.bincount(split_labels, minlength=10),
+                 "class_frequencies": split_freq},
+        "threads": int(threads) if threads else torch.get_num_threads(),
+        "training_time_s": round(train_time, 1),
+        "history": history,
+        "final_metrics": {"loss_d": history[-1]["loss_d"], "loss_g": history[-1]["loss_g"]},
+    }
+    log(f"dcgan: {steps} steps in {train_time:.0f}s")
+    return G, record
+
+
+def judge_generator(generator: nn.Module, classifier: nn.Module, split_freq: torch.Tensor, *,
+                    n: int = 10000, seed: int = 12345, log: Callable[[str], None] = print) -> dict:
+    """Compare the class frequencies of ``n`` samples (seeded), as ``classifier`` judges them, with
+    the training split's ``split_freq`` [10]; returns a JSON-able dict with both and their total
+    variation distance (what the generator sidecar records)."""
+    split_freq = torch.as_tensor(split_freq, dtype=torch.float64)
+    gen_freq = generator_class_frequencies(generator, classifier, n, seed)
+    log("class frequencies, generator vs split: "
+        + ", ".join(f"{name} {g:.3f}/{s:.3f}" for name, g, s in
+                    zip(fdata.CLASS_NAMES, gen_freq.tolist(), split_freq.tolist())))
+    return {"n_samples": n, "sample_seed": seed, "generator": gen_freq, "split": split_freq,
+            "total_variation": 0.5 * float((gen_freq - split_freq).abs().sum())}
+
+
+def save_sample_grid(generator: nn.Module, path: str | Path, *, n: int = 64, seed: int = 0,
+                     nrow: int = 8) -> Path:
+    """Save an ``n``-image grid PNG of generator samples (seeded latents) to ``path``."""
+    from torchvision.utils import save_image
+
+    x = sample_images(generator, n, seed=seed)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image((x + 1) / 2, str(path), nrow=nrow, padding=2, pad_value=0.5)
+    return path
