@@ -60,21 +60,25 @@ def fingerprint(model: torch.nn.Module) -> str:
 def candidate_bank(G: torch.nn.Module, generator_id: str, n: int, *, seed: int,
                    method: str = "exact", k: int | None = None, proj_dim: int = 128,
                    shard_size: int = 500, directory: str | Path | None = None,
-                   latents: torch.Tensor | None = None) -> bank.VolumeBank:
+                   latents: torch.Tensor | None = None, **spectra_kwargs: Any) -> bank.VolumeBank:
     """The volume bank of ``n`` Gaussian candidates ``z = gaussian_latents(n, d, seed)`` for
     ``G``, built with ``spectra.log_singular_values(method, k, proj_dim)`` into a resumable shard
     directory under ``paths.cache_dir()/banks`` (reused when it already exists for the same
     generator weights, candidates and method). ``latents`` overrides the candidates (e.g. a
-    subset for an estimator comparison). Returns the merged ``VolumeBank``."""
+    subset for an estimator comparison); ``spectra_kwargs`` (e.g. ``tol`` for top-k) go to
+    ``spectra.log_singular_values`` and are part of the bank's identity. Returns the merged
+    ``VolumeBank``."""
     z = latents if latents is not None else sampling.gaussian_latents(n, G.z_dim, seed=seed)
     param = next(G.parameters())
     gid = f"{generator_id}@{fingerprint(G)}"
     key = hashlib.sha256(z.numpy().tobytes()).hexdigest()[:10]
+    extra = "".join(f"-{k_}{v}" for k_, v in sorted(spectra_kwargs.items()))
     name = (f"{generator_id}-{gid.rsplit('@', 1)[1]}-{method}-k{k}"
-            f"-p{proj_dim if method == 'projected' else 0}-n{len(z)}-{key}")
+            f"-p{proj_dim if method == 'projected' else 0}{extra}-n{len(z)}-{key}")
     root = Path(directory) if directory is not None else paths.cache_dir() / "banks"
     return bank.build(G, z.to(param.device, param.dtype), root / name, generator_id=gid,
-                      shard_size=shard_size, method=method, k=k, proj_dim=proj_dim, seed=seed)
+                      shard_size=shard_size, method=method, k=k, proj_dim=proj_dim, seed=seed,
+                      **spectra_kwargs)
 
 
 def polarity_indices(vb: bank.VolumeBank, rho: float, n: int, *, seed: int,

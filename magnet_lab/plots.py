@@ -76,3 +76,13 @@ def show_images(ax, images: torch.Tensor, nrow: int = 8, title: str | None = Non
     ax.set_axis_off()
     if title:
         ax.set_title(title)
+
+
+def ci_err(value, lo, hi) -> np.ndarray:
+    """Error-bar lengths ``[2, n]`` for matplotlib from values and CI bounds (arrays ``[n]``).
+
+    Lengths are clipped at 0: a percentile bootstrap interval need not contain the estimate
+    (FID's small-sample bias can put the whole interval above it), which matplotlib rejects.
+    """
+    value, lo, hi = (np.asarray(a, dtype=float) for a in (value, lo, hi))
+    return np.stack([np.clip(value - lo, 0, None), np.clip(hi - value, 0, None)])

@@ -101,3 +101,8 @@ def test_ci_runs_the_readme_test_command():
     readme = (ROOT / "README.md").read_text()
     assert "make test" in readme and "make reports" in readme
     assert re.search(r"^make test$", (ROOT / ".ci" / "run").read_text(), re.M)
+
+
+def test_ci_err_clips_intervals_that_miss_the_estimate():
+    err = plots.ci_err([1.0, 5.0], [0.5, 5.5], [2.0, 7.0])  # 2nd: interval above the value
+    assert err.tolist() == [[0.5, 0.0], [1.0, 2.0]]
