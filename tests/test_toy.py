@@ -16,13 +16,7 @@ DT = torch.float64
 LO, HI = -3.0, 3.0  # latent interval / box used for the uniformity checks
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: a second intra-op thread only adds contention on the shared 2-core runner."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread is faster
 
 
 STEPS, BATCH = 800, 128  # cheaper than the defaults (1500, 256), to keep this file fast
