@@ -14,16 +14,18 @@ from pathlib import Path
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from . import reports
+    from . import paths, reports
 
     keys = args.only.split(",") if args.only else [p.stem for p in reports.notebooks()]
     for key in keys:
         t0 = time.perf_counter()
         params = {"smoke": True} if args.smoke else {}
         params.update(dict(kv.split("=", 1) for kv in args.param))
-        results = reports.run_notebook(key, params, out_dir=args.out, progress=args.progress)
+        out = Path(args.out) if args.out else paths.reports_dir()
+        params.setdefault("results_path", str(out / f"{reports.find_notebook(key).stem}.json"))
+        reports.run_notebook(key, params, out_dir=out, progress=args.progress)
         print(f"[report] {key}: ok in {time.perf_counter() - t0:.0f} s -> "
-              f"{results.get('parameters', {}).get('results_path', '')}", flush=True)
+              f"{params['results_path']}", flush=True)
     return 0
 
 
@@ -66,7 +68,8 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     out = Path(args.out)
     fig, ax = plt.subplots(figsize=(8, 8))
     plots.show_images(ax, images, nrow=int(args.n ** 0.5) or 1, title=f"ρ = {args.rho}")
-    plots.save_figure(fig, out.stem, vars(args) | {"bank": str(args.bank)}, directory=out.parent)
+    params = {k: v for k, v in vars(args).items() if k != "func"} | {"bank": str(args.bank)}
+    plots.save_figure(fig, out.stem, params, directory=out.parent)
     provenance.write_json_atomic(out.with_suffix(".indices.json"),
                                  {"indices": idx, "rho": args.rho, "top_k": args.top_k,
                                   "seed": args.seed, "bank": str(args.bank)})

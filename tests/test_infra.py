@@ -106,3 +106,15 @@ def test_ci_runs_the_readme_test_command():
 def test_ci_err_clips_intervals_that_miss_the_estimate():
     err = plots.ci_err([1.0, 5.0], [0.5, 5.5], [2.0, 7.0])  # 2nd: interval above the value
     assert err.tolist() == [[0.5, 0.0], [1.0, 2.0]]
+
+
+def test_atomic_writes_are_readable_by_others(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        path = provenance.write_json_atomic(tmp_path / "r.json", {"a": 1})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
