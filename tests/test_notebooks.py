@@ -96,8 +96,12 @@ def test_nb03_every_sampler_has_all_metrics_with_ordered_cis(nb03, output_dirs):
         for m in ("precision", "recall", "density", "coverage"):
             assert 0 <= ev["metrics"][m]["value"] <= (1 if m != "density" else 10), (name, m)
             assert ev["metrics"][m]["lo"] <= ev["metrics"][m]["value"] <= ev["metrics"][m]["hi"]
-        assert set(ev["balanced_reference"]) >= {"fid", "precision", "recall"}
+        bal = ev["balanced_reference"]
+        assert set(bal) == {"precision", "recall", "density", "coverage"}
+        assert all(bal[m]["lo"] <= bal[m]["value"] <= bal[m]["hi"] for m in bal), name
     assert nb03["bank"]["n"] == p["n_candidates"] and nb03["bank"]["rank"] == 32
+    assert samplers["rho=0"]["ess_fraction"] == pytest.approx(1.0)  # ρ=0: equal weights
+    assert all(0 < ev["ess_fraction"] <= 1 + 1e-12 for n, ev in samplers.items() if "psi" not in n)
     for stem in ("03_frontier", "03_samples_per_rho", "03_estimators"):
         assert (output_dirs / "figures" / f"{stem}.png").stat().st_size > 0
 
@@ -110,9 +114,11 @@ def test_nb03_negative_rho_trades_recall_for_precision(nb03):
 
 def test_nb03_estimators_agree_with_the_exact_volume(nb03):
     est = nb03["estimators"]
-    assert est["spearman_topk_vs_exact_topk"] > 0.99  # matrix-free top-k reproduces exact σ_1..k
+    assert est["spearman_topk_vs_exact_topk"]["value"] > 0.99  # top-k reproduces exact σ_1..k
     assert est["max_abs_topk_minus_exact_log_sv"] < 1e-2
-    assert est["spearman_projected_vs_exact_all"] > 0.9  # the authors' 128-direction sketch
+    assert est["spearman_projected_vs_exact_all"]["value"] > 0.9  # the authors' 128-direction sketch
+    for n, m in est["metrics"].items():
+        assert m["precision"]["lo"] <= m["precision"]["value"] <= m["precision"]["hi"], n
     assert est["selection_overlap_with_exact"]["exact"] == 1.0
 
 
@@ -133,8 +139,15 @@ def test_nb04_class_distributions_have_cis_and_the_verdict_follows_the_numbers(n
         assert all(c["lo"] <= c["value"] <= c["hi"] for c in ev["class_freq"]), name
         kl = ev["kl_to_uniform"]
         assert 0 <= kl["lo"] <= kl["value"] <= kl["hi"] <= math.log(10) + 1e-12, name
+    assert nb04["samplers"]["plain (ρ=0)"]["ess_fraction"] == pytest.approx(1.0)
+    assert "MaGNET, all σ" in nb04["samplers"]
     s = nb04["summary"]
     assert s["kl_plain"] == nb04["samplers"]["plain (ρ=0)"]["kl_to_uniform"]["value"]
     assert s["verdict"].startswith("MaGNET reduces" if s["kl_magnet"] < s["kl_plain"] else "MaGNET increases")
     ratios = nb04["magnet_vs_plain"]["ratio_per_class"]
+    plain = nb04["samplers"]["plain (ρ=0)"]["class_freq"]
+    for c, (name, ci) in enumerate(nb04["magnet_vs_plain"]["ratio_per_class_ci"].items()):
+        assert ci["lo"] <= ci["hi"], name
+        if plain[c]["value"] > 0:  # equal sample sizes: the ratio of counts is the ratio of freqs
+            assert ci["value"] == pytest.approx(ratios[name], rel=1e-6), name
     assert nb04["magnet_vs_plain"]["most_upweighted"] == max(ratios, key=ratios.get)
