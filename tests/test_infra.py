@@ -118,3 +118,20 @@ def test_atomic_writes_are_readable_by_others(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def test_notebooks_are_clean_and_start_with_a_parameters_cell():
+    import nbformat
+
+    books = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    assert [b.stem[:2] for b in books] == ["01", "03", "04"]
+    for book in books:
+        nb = nbformat.read(book, as_version=4)
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), book
+        first = code[0]
+        assert "parameters" in first.metadata.get("tags", []), book
+        for name in ("seed", "smoke", "results_path"):
+            assert re.search(rf"^{name} = ", first.source, re.M), (book, name)
+        assert not re.search(r"^\s*def ", "\n".join(c.source for c in code), re.M), \
+            f"{book.name} defines a function: move it into magnet_lab"
