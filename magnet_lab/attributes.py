@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from . import metrics
+from . import data, metrics
 
 
 def predict_classes(classifier: torch.nn.Module, images: torch.Tensor,
@@ -33,15 +33,9 @@ def predict_classes(classifier: torch.nn.Module, images: torch.Tensor,
 
 def class_distribution(labels: torch.Tensor, n_classes: int) -> torch.Tensor:
     """Frequency of each class among ``labels`` (int ``[N]`` in 0..n_classes-1): float64
-    ``[n_classes]`` summing to 1. Raises ValueError for an empty or out-of-range input."""
-    labels = torch.as_tensor(labels)
-    if labels.ndim != 1 or labels.numel() == 0 or labels.is_floating_point():
-        raise ValueError(f"labels must be a non-empty 1-D integer tensor, got {labels.dtype} "
-                         f"{tuple(labels.shape)}")
-    if int(labels.min()) < 0 or int(labels.max()) >= n_classes:
-        raise ValueError(f"labels must lie in 0..{n_classes - 1}")
-    counts = torch.bincount(labels.long(), minlength=n_classes).to(torch.float64)
-    return counts / counts.sum()
+    ``[n_classes]`` summing to 1 (``data.class_frequencies``). Raises ValueError for an empty or
+    out-of-range input."""
+    return data.class_frequencies(labels, n_classes)
 
 
 def kl_to_uniform(p: torch.Tensor) -> float:

@@ -56,20 +56,9 @@ _SPEED_ONLY_KWARGS = ("chunk", "block", "progress")
 __all__ = ["FORMAT", "VolumeBank", "build", "shard_name"]
 
 
-def _to_json(obj: Any) -> Any:
-    """JSON-safe copy of ``obj`` (torch dtypes/devices as strings, numpy/torch values as lists)."""
-    if isinstance(obj, (torch.dtype, torch.device)):
-        return str(obj)
-    if isinstance(obj, dict):
-        return {str(k): _to_json(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_to_json(v) for v in obj]
-    return _prov._jsonable(obj)
-
-
 def _normalised(obj: Any) -> Any:
     """``obj`` as it reads back from JSON, so in-memory and loaded meta compare equal."""
-    return json.loads(json.dumps(_to_json(obj), allow_nan=False))
+    return json.loads(json.dumps(_prov.jsonable(obj), allow_nan=False))
 
 
 @dataclasses.dataclass
@@ -162,7 +151,7 @@ class VolumeBank:
             raise ValueError(f"bank files end in .safetensors, got {path}")
         from safetensors.torch import save as st_save
         try:
-            header = json.dumps({"format": FORMAT, "meta": _to_json(self.meta)}, allow_nan=False)
+            header = json.dumps({"format": FORMAT, "meta": _prov.jsonable(self.meta)}, allow_nan=False)
         except (TypeError, ValueError) as err:
             raise ValueError(f"bank meta is not JSON-serialisable: {err}") from err
         tensors = {name: getattr(self, name).contiguous().clone()

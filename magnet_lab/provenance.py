@@ -58,16 +58,18 @@ def provenance(**extra: Any) -> dict[str, Any]:
     return record
 
 
-def _jsonable(obj: Any) -> Any:
-    """Convert numpy/torch scalars and arrays, paths and non-finite floats to JSON-safe values."""
+def jsonable(obj: Any) -> Any:
+    """A JSON-safe copy of ``obj``: numpy/torch scalars and arrays become numbers and lists,
+    torch dtypes/devices and paths strings, inf/NaN the strings "inf"/"-inf" and None."""
     if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, Path):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, Path) or type(obj).__name__ in ("dtype", "device") and \
+            type(obj).__module__ == "torch":
         return str(obj)
     if hasattr(obj, "tolist") and not isinstance(obj, (str, bytes)):  # numpy / torch
-        return _jsonable(obj.tolist())
+        return jsonable(obj.tolist())
     if isinstance(obj, float) and not math.isfinite(obj):
         return None if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
     return obj
@@ -99,7 +101,7 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
     """Write ``obj`` as indented JSON atomically; numpy/torch values and inf/NaN are converted."""
-    text = json.dumps(_jsonable(obj), indent=2, sort_keys=False, allow_nan=False)
+    text = json.dumps(jsonable(obj), indent=2, sort_keys=False, allow_nan=False)
     return write_bytes_atomic(path, (text + "\n").encode())
 
 

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import attributes, experiment
 from . import data as fdata
 from .models.fmnist import FmnistClassifier, FmnistDCGAN, FmnistDiscriminator
 
@@ -51,7 +52,7 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 500) -> torch.T
     was_training = model.training
     model.eval()
     try:
-        return torch.cat([model(x[i:i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
+        return attributes.predict_classes(model, x, batch_size)
     finally:
         model.train(was_training)
 
@@ -164,7 +165,7 @@ def sample_images(generator: nn.Module, n: int, *, seed: int = 0, batch_size: in
     was_training = generator.training
     generator.eval()
     try:
-        return torch.cat([generator(z[i:i + batch_size]) for i in range(0, n, batch_size)])
+        return experiment.generate(generator, z, batch_size=batch_size)
     finally:
         generator.train(was_training)
 
