@@ -161,7 +161,8 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
         raise TypeError(f"x must be a floating-point tensor, got "
                         f"{getattr(x, 'dtype', type(x).__name__)}")
-    return ((x.detach().clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
+    # float64: a float32 (x + 1)·127.5 can land just off a .5 and round the other way
+    return ((x.detach().double().clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
 
 
 # ------------------------------------------------------------------------- imbalanced split

@@ -25,7 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import paths
+from . import data, paths
+from .models import eval_mode
 from .validation import check_finite
 
 __all__ = [
@@ -119,10 +120,8 @@ def _check_images(images: torch.Tensor, name: str) -> torch.Tensor:
 
 
 def _to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] float → uint8 in [0, 255] (round to nearest); uint8 passes through."""
-    if images.dtype == torch.uint8:
-        return images
-    return ((images.double() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    """[-1, 1] float → uint8 in [0, 255] (``data.to_uint8``); uint8 passes through."""
+    return images if images.dtype == torch.uint8 else data.to_uint8(images)
 
 
 def _to_unit_float(images: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -139,20 +138,6 @@ def _module_device_dtype(model: Any) -> tuple[torch.device, torch.dtype]:
             if t.is_floating_point():
                 return t.device, t.dtype
     return torch.device("cpu"), torch.float32
-
-
-@contextlib.contextmanager
-def _eval_mode(model: Any) -> Iterator[None]:
-    """Run a module in eval mode (dropout off, BN running stats) and restore its mode after."""
-    if not isinstance(model, nn.Module):
-        yield
-        return
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
 
 
 def _apply_features(model_or_fn: Any, x: torch.Tensor) -> torch.Tensor:
@@ -182,7 +167,7 @@ def extract_features(model_or_fn: Any, images: torch.Tensor, *, batch_size: int 
     model_device, dtype = _module_device_dtype(model_or_fn)
     device = torch.device(device) if device is not None else model_device
     chunks = []
-    with _eval_mode(model_or_fn), torch.no_grad():
+    with eval_mode(model_or_fn), torch.no_grad():
         for start in range(0, images.shape[0], batch_size):
             x = _to_unit_float(images[start:start + batch_size].to(device), dtype)  # [b, C, H, W]
             chunks.append(_apply_features(model_or_fn, x).detach().to("cpu", torch.float64))
@@ -243,7 +228,7 @@ def register_classifier_extractor(name: str, model: Any) -> str:
         def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
             m = type(self).wrapped
             device, dtype = _module_device_dtype(m)
-            with _eval_mode(m):
+            with eval_mode(m):
                 feats = _apply_features(m, _to_unit_float(x.to(device), dtype))  # [B, F]
             return (feats.to(torch.float64),)
 
