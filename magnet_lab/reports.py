@@ -34,8 +34,19 @@ def find_notebook(key: str) -> Path:
     return matches[0]
 
 
+def _same_environment(python: str) -> bool:
+    """Whether the interpreter path ``python`` belongs to this process's environment.
+
+    Compared by folder without resolving symlinks: a venv's ``bin/python`` is a link to the base
+    interpreter, so resolving would make every venv built from it look like this one.
+    """
+    exe = Path(python)
+    return exe.is_absolute() and exe.parent.absolute() == Path(sys.executable).parent.absolute()
+
+
 def _kernel_for_this_interpreter() -> str:
-    """``magnet_lab`` if that kernel runs this very interpreter, else the built-in ``python3``.
+    """``magnet_lab`` if that kernel runs in this very environment, else the built-in ``python3``
+    (which Jupyter starts with ``sys.executable``).
 
     Tests must run notebooks in the environment under test, not whatever a stale kernel points to.
     """
@@ -43,7 +54,7 @@ def _kernel_for_this_interpreter() -> str:
         from jupyter_client.kernelspec import KernelSpecManager
 
         spec = KernelSpecManager().get_kernel_spec(KERNEL_NAME)
-        if Path(spec.argv[0]).resolve() == Path(sys.executable).resolve():
+        if _same_environment(spec.argv[0]):
             return KERNEL_NAME
     except Exception:  # no such kernel, or an unreadable spec
         pass

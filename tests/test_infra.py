@@ -135,3 +135,17 @@ def test_notebooks_are_clean_and_start_with_a_parameters_cell():
             assert re.search(rf"^{name} = ", first.source, re.M), (book, name)
         assert not re.search(r"^\s*def ", "\n".join(c.source for c in code), re.M), \
             f"{book.name} defines a function: move it into magnet_lab"
+
+
+def test_kernel_of_another_venv_is_not_taken_for_this_one(tmp_path):
+    """Another venv's python links to the same base interpreter; it is still another env."""
+    import os
+
+    from magnet_lab import reports
+
+    other = tmp_path / "other-venv" / "bin"
+    other.mkdir(parents=True)
+    (other / "python").symlink_to(os.path.realpath(sys.executable))
+    assert not reports._same_environment(str(other / "python"))
+    assert reports._same_environment(sys.executable)
+    assert not reports._same_environment("python")  # relative: decided by PATH, not by us
