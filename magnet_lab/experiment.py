@@ -81,18 +81,25 @@ def candidate_bank(G: torch.nn.Module, generator_id: str, n: int, *, seed: int,
                       **spectra_kwargs)
 
 
-def polarity_indices(vb: bank.VolumeBank, rho: float, n: int, *, seed: int,
-                     top_k: int | None = None, exact_uniform: bool = False) -> torch.Tensor:
-    """Indices ``[n]`` of ``n`` candidates resampled without replacement (Gumbel-top-k, seeded)
-    with polarity weights ``∏_{i≤k} σ_i^ρ`` (ρ = 1: MaGNET). ``exact_uniform`` divides out the
-    candidates' Gaussian prior (the theory's exact weights; see ``sampling.log_weights``); it
-    needs the bank's latents. Warns (``sampling.LowESSWarning``) when the weights collapse."""
+def polarity_log_weights(vb: bank.VolumeBank, rho: float, *, top_k: int | None = None,
+                         exact_uniform: bool = False) -> torch.Tensor:
+    """Normalised log-weights ``[N]`` of the bank's candidates for polarity ρ over the top-k
+    singular values (ρ = 1: MaGNET). ``exact_uniform`` divides out the candidates' Gaussian prior
+    (the theory's exact weights; see ``sampling.log_weights``); it needs the bank's latents."""
     log_prior = None
     if exact_uniform:
         if vb.latents is None:
             raise ValueError("exact_uniform weights need the bank's latents")
         log_prior = sampling.gaussian_log_prior(vb.latents)
-    log_w = sampling.log_weights(vb.log_sv, rho, top_k=top_k, log_prior=log_prior)
+    return sampling.log_weights(vb.log_sv, rho, top_k=top_k, log_prior=log_prior)
+
+
+def polarity_indices(vb: bank.VolumeBank, rho: float, n: int, *, seed: int,
+                     top_k: int | None = None, exact_uniform: bool = False) -> torch.Tensor:
+    """Indices ``[n]`` of ``n`` candidates resampled without replacement (Gumbel-top-k, seeded)
+    with ``polarity_log_weights(vb, rho, ...)``. Warns (``sampling.LowESSWarning``) when the
+    weights collapse."""
+    log_w = polarity_log_weights(vb, rho, top_k=top_k, exact_uniform=exact_uniform)
     sampling.check_ess(log_w)
     return sampling.resample(log_w, n, replace=False, generator=torch.Generator().manual_seed(seed))
 
@@ -128,11 +135,12 @@ def evaluate(images: torch.Tensor, real_feats: torch.Tensor, classifier: torch.n
     """Score generated ``images`` ``[M, C, H, W]`` against real features ``[N, F]``.
 
     Returns ``{"metrics": metrics.bootstrap_ci(...)}`` (FID, KID, precision, recall, density,
-    coverage with 95 % CIs, in the classifier's feature space) and ``"classes"``:
-    ``attributes.bias_measures`` of the predicted classes.
+    coverage with 95 % CIs, in the classifier's feature space), ``"classes"``:
+    ``attributes.bias_measures`` of the predicted classes, and the raw ``"predicted_labels"``
+    ``[M]`` and ``"features"`` ``[M, F]`` for further comparisons.
     """
     feats = metrics.extract_features(classifier, images)  # [M, F]
     labels = attributes.predict_classes(classifier, images)  # [M]
     return {"metrics": metrics.bootstrap_ci(real_feats, feats, n_boot=n_boot, seed=seed),
             "classes": attributes.bias_measures(labels, n_classes, n_boot=n_boot, seed=seed),
-            "predicted_labels": labels}
+            "predicted_labels": labels, "features": feats}
