@@ -15,20 +15,19 @@ from typing import Any
 import torch
 
 from . import data, metrics
+from .models import batched
 
 
 def predict_classes(classifier: torch.nn.Module, images: torch.Tensor,
                     batch_size: int = 1000) -> torch.Tensor:
     """Predicted class (argmax of the logits) for ``images`` ``[N, C, H, W]`` in [-1, 1]:
-    int64 ``[N]`` on CPU. The classifier runs in eval mode without gradients, in batches."""
-    if images.ndim != 4 or images.shape[0] == 0:
-        raise ValueError(f"images must be [N, C, H, W] with N >= 1, got {tuple(images.shape)}")
-    param = next(classifier.parameters())
-    out = []
-    with torch.no_grad():
-        for x in images.split(batch_size):
-            out.append(classifier(x.to(param.device, param.dtype)).argmax(1).cpu())
-    return torch.cat(out)
+    int64 ``[N]`` on CPU. The classifier runs in eval mode without gradients, in batches
+    (``models.batched``). Raises ValueError for images that are not ``[N, C, H, W]``, N >= 1."""
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[0] == 0:
+        raise ValueError(f"images must be [N, C, H, W] with N >= 1, got "
+                         f"{tuple(getattr(images, 'shape', ()))}")
+    return batched(lambda x: classifier(x).argmax(1), images, batch_size=batch_size,
+                   model=classifier)
 
 
 def class_distribution(labels: torch.Tensor, n_classes: int) -> torch.Tensor:

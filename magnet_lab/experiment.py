@@ -14,47 +14,7 @@ from typing import Any
 import torch
 
 from . import attributes, bank, metrics, paths, sampling
-
-
-def truncate(G: torch.nn.Module, z: torch.Tensor, psi: float) -> torch.Tensor:
-    """Truncation ψ applied to latents ``z`` ``[N, d]`` for generator ``G``.
-
-    A generator with its own ``truncate(z, psi)`` (StyleGAN: in w-space, towards w_avg) is
-    asked to do it; for a plain z-space generator with a N(0, I) prior the analogue is ``ψ·z``
-    (interpolating towards the prior's mean, 0). ψ = 1 returns ``z`` unchanged; ψ > 1 is allowed
-    ("anti-truncation"). Raises ValueError unless ψ is finite and positive.
-    """
-    if not (psi > 0 and torch.isfinite(torch.tensor(float(psi)))):
-        raise ValueError(f"psi must be a finite positive number, got {psi}")
-    if psi == 1.0:
-        return z
-    if callable(getattr(G, "truncate", None)):
-        return G.truncate(z, psi)
-    return z * psi
-
-
-def generate(G: torch.nn.Module, z: torch.Tensor, *, psi: float = 1.0,
-             batch_size: int = 500) -> torch.Tensor:
-    """Images ``[N, C, H, W]`` (float32, CPU, in [-1, 1]) of latents ``z`` ``[N, d]`` under
-    truncation ``psi``; batched, without gradients, on ``G``'s device and dtype."""
-    param = next(G.parameters())
-    out = []
-    with torch.no_grad():
-        for zb in z.split(batch_size):
-            zb = truncate(G, zb.to(param.device, param.dtype), psi)
-            out.append(G(zb).float().cpu())
-    return torch.cat(out)
-
-
-def fingerprint(model: torch.nn.Module) -> str:
-    """A short SHA-256 of ``model``'s state (names, shapes, values): cache keys change when the
-    weights do, so a retrained generator never reuses a stale bank."""
-    h = hashlib.sha256()
-    for name, t in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(str(tuple(t.shape)).encode())
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:12]
+from .models import fingerprint
 
 
 def candidate_bank(G: torch.nn.Module, generator_id: str, n: int, *, seed: int,

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from . import data, paths
-from .models import eval_mode
+from .models import batched, eval_mode, module_device_dtype
 from .validation import check_finite
 
 __all__ = [
@@ -131,15 +131,6 @@ def _to_unit_float(images: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return images.to(dtype)
 
 
-def _module_device_dtype(model: Any) -> tuple[torch.device, torch.dtype]:
-    """Device and floating dtype of a module's first parameter/buffer (CPU float32 if none)."""
-    if isinstance(model, nn.Module):
-        for t in list(model.parameters()) + list(model.buffers()):
-            if t.is_floating_point():
-                return t.device, t.dtype
-    return torch.device("cpu"), torch.float32
-
-
 def _apply_features(model_or_fn: Any, x: torch.Tensor) -> torch.Tensor:
     """``model.features(x)`` if it exists, else ``model_or_fn(x)``; checks a [B, F] result."""
     fn = getattr(model_or_fn, "features", None)
@@ -164,14 +155,9 @@ def extract_features(model_or_fn: Any, images: torch.Tensor, *, batch_size: int 
     _check_images(images, "images")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    model_device, dtype = _module_device_dtype(model_or_fn)
-    device = torch.device(device) if device is not None else model_device
-    chunks = []
-    with eval_mode(model_or_fn), torch.no_grad():
-        for start in range(0, images.shape[0], batch_size):
-            x = _to_unit_float(images[start:start + batch_size].to(device), dtype)  # [b, C, H, W]
-            chunks.append(_apply_features(model_or_fn, x).detach().to("cpu", torch.float64))
-    feats = torch.cat(chunks)  # [N, F]
+    _, dtype = module_device_dtype(model_or_fn)
+    feats = batched(lambda x: _apply_features(model_or_fn, _to_unit_float(x, dtype)).to(torch.float64),
+                    images, batch_size=batch_size, model=model_or_fn, device=device)  # [N, F]
     return check_finite(feats, "extracted features")
 
 
@@ -227,7 +213,7 @@ def register_classifier_extractor(name: str, model: Any) -> str:
 
         def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
             m = type(self).wrapped
-            device, dtype = _module_device_dtype(m)
+            device, dtype = module_device_dtype(m)
             with eval_mode(m):
                 feats = _apply_features(m, _to_unit_float(x.to(device), dtype))  # [B, F]
             return (feats.to(torch.float64),)
@@ -293,7 +279,7 @@ class StandardExtractor(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Layer ``self.layer`` features ``[B, F]`` (float64) of images ``[B, 1|3, H, W]``."""
-        device, _ = _module_device_dtype(self.net)
+        device, _ = module_device_dtype(self.net)
         with torch.no_grad():
             return self.net(_to_uint8_rgb(x).to(device))[0].to(torch.float64)
 
@@ -412,7 +398,7 @@ def fidelity_metrics(real_images: torch.Tensor, fake_images: torch.Tensor, extra
     if isinstance(extractor, StandardExtractor):
         name, layer = extractor.fidelity_name, feature_layer or extractor.layer
         real_u8, fake_u8 = _to_uint8_rgb(real_images), _to_uint8_rgb(fake_images)
-        device, _ = _module_device_dtype(extractor.net)
+        device, _ = module_device_dtype(extractor.net)
         weights = _sanitized_weights(extractor.weights_path)
     else:
         if isinstance(extractor, str):
@@ -426,7 +412,7 @@ def fidelity_metrics(real_images: torch.Tensor, fake_images: torch.Tensor, extra
             name = register_classifier_extractor(_DEFAULT_EXTRACTOR_NAME, extractor)
         layer = feature_layer or _CLASSIFIER_LAYER
         real_u8, fake_u8 = _to_uint8(real_images), _to_uint8(fake_images)
-        device, _ = _module_device_dtype(_OWNED_EXTRACTORS[name].wrapped)
+        device, _ = module_device_dtype(_OWNED_EXTRACTORS[name].wrapped)
     with weights as weights_file:
         out = tf.calculate_metrics(
             input1=_UInt8Images(fake_u8), input2=_UInt8Images(real_u8),

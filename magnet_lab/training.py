@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import attributes, experiment
+from . import attributes
 from . import data as fdata
-from .models import eval_mode
+from .models import eval_mode, generate
 from .models.fmnist import FmnistClassifier, FmnistDCGAN, FmnistDiscriminator
 
 TEST_SUBSET = 2000  # the classifier's recorded accuracy on the first TEST_SUBSET test images
@@ -50,8 +50,7 @@ def reproducible(seed: int, threads: int | None = 2, deterministic: bool = True)
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
     """Predicted classes (int64 ``[N]``) of images ``x`` ``[N, 1, 28, 28]`` in [-1, 1], in batches,
     with the model temporarily in eval mode."""
-    with eval_mode(model):
-        return attributes.predict_classes(model, x, batch_size)
+    return attributes.predict_classes(model, x, batch_size)
 
 
 def classifier_accuracy(model: nn.Module, split: str = "test", n: int | None = None,
@@ -159,8 +158,7 @@ def sample_images(generator: nn.Module, n: int, *, seed: int = 0, batch_size: in
     from a ``torch.Generator`` seeded with ``seed``."""
     gen = torch.Generator().manual_seed(int(seed))
     z = torch.randn(n, generator.z_dim, generator=gen)  # [n, z_dim]
-    with eval_mode(generator):
-        return experiment.generate(generator, z, batch_size=batch_size)
+    return generate(generator, z, batch_size=batch_size)
 
 
 def generator_class_frequencies(generator: nn.Module, classifier: nn.Module, n: int = 10000,

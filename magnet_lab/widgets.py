@@ -10,6 +10,7 @@ import os
 import torch
 
 from . import bank, experiment, plots
+from .models import generate
 
 
 def headless() -> bool:
@@ -36,7 +37,7 @@ def polarity_explorer(G: torch.nn.Module, vb: bank.VolumeBank, *, n: int = 32, s
 
     def draw(*_):
         z = experiment.polarity_latents(vb, rho.value, n, seed=seed, top_k=top_k)
-        images = experiment.generate(G, z, psi=psi.value)
+        images = generate(G, z, psi=psi.value)
         with out:
             out.clear_output(wait=True)
             fig, ax = plt.subplots(figsize=(8, 8 * (n // 8) / 8))

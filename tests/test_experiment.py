@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from magnet_lab import attributes, experiment, sampling, widgets
+from magnet_lab import attributes, experiment, models, sampling, widgets
 
 
 class TinyGen(nn.Module):
@@ -28,18 +28,18 @@ class TinyGen(nn.Module):
 
 def test_truncation_scales_plain_latents_and_defers_to_the_generator():
     G, z = TinyGen(), torch.randn(5, 3, dtype=torch.float64)
-    assert torch.equal(experiment.truncate(G, z, 0.5), 0.5 * z)
-    assert experiment.truncate(G, z, 1.0) is z
+    assert torch.equal(models.truncate(G, z, 0.5), 0.5 * z)
+    assert models.truncate(G, z, 1.0) is z
     G.truncate = lambda z, psi: z + psi  # a StyleGAN-like generator truncates in its own way
-    assert torch.equal(experiment.truncate(G, z, 0.5), z + 0.5)
+    assert torch.equal(models.truncate(G, z, 0.5), z + 0.5)
     for bad in (0.0, -1.0, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="psi"):
-            experiment.truncate(G, z, bad)
+            models.truncate(G, z, bad)
 
 
 def test_generate_in_batches_equals_one_pass():
     G, z = TinyGen(), torch.randn(11, 3, dtype=torch.float64)
-    out = experiment.generate(G, z, psi=0.7, batch_size=4)
+    out = models.generate(G, z, psi=0.7, batch_size=4)
     assert out.dtype == torch.float32 and out.shape == (11, 1, 2, 2)
     with torch.no_grad():
         assert torch.allclose(out, G(0.7 * z).float())
@@ -47,10 +47,10 @@ def test_generate_in_batches_equals_one_pass():
 
 def test_fingerprint_follows_the_weights():
     a, b = TinyGen(0), TinyGen(0)
-    assert experiment.fingerprint(a) == experiment.fingerprint(b)
+    assert models.fingerprint(a) == models.fingerprint(b)
     with torch.no_grad():
         b.lin.bias.add_(1e-6)
-    assert experiment.fingerprint(a) != experiment.fingerprint(b)
+    assert models.fingerprint(a) != models.fingerprint(b)
 
 
 def test_candidate_bank_is_exact_cached_and_keyed_by_weights(tmp_path):

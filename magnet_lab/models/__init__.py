@@ -1,12 +1,24 @@
-"""Generators that magnet_lab samples from: small CPA toys with known targets (``toy``) and
-pre-trained image generators (added alongside), plus ``eval_mode`` for any model."""
+"""Models magnet_lab samples from and judges with, and what every model needs the same way.
+
+``toy`` (small CPA generators with known targets), ``fmnist`` (the embedded Fashion-MNIST
+models), ``readers`` (checkpoint formats). Here: ``eval_mode``; ``batched`` (the one batched,
+gradient-free inference loop that generation, classification and feature extraction share);
+``truncate`` and ``generate`` for generators; ``fingerprint`` (what a model *is*: its
+architecture, configuration and weights), which bank identities and caches key on.
+"""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import hashlib
+import json
+import math
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import torch
 from torch import nn
+
+__all__ = ["batched", "eval_mode", "fingerprint", "generate", "module_device_dtype", "truncate"]
 
 
 @contextlib.contextmanager
@@ -22,3 +34,93 @@ def eval_mode(model: Any) -> Iterator[None]:
         yield
     finally:
         model.train(was_training)
+
+
+def module_device_dtype(model: Any) -> tuple[torch.device, torch.dtype]:
+    """Device and floating dtype of a module's first floating parameter or buffer (CPU float32
+    for anything else, e.g. a plain function)."""
+    if isinstance(model, nn.Module):
+        for t in list(model.parameters()) + list(model.buffers()):
+            if t.is_floating_point():
+                return t.device, t.dtype
+    return torch.device("cpu"), torch.float32
+
+
+def batched(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, *, batch_size: int,
+            model: Any = None, device: str | torch.device | None = None,
+            dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``fn`` applied to ``x`` ``[N, ...]`` in batches of ``batch_size`` rows, without gradients,
+    with ``model`` (default: ``fn`` itself) in eval mode; each batch is moved to ``device`` and,
+    if floating, cast to ``dtype`` (defaults: the model's), and each output is detached to CPU.
+    Returns the outputs concatenated along dim 0. Raises ValueError for an empty ``x``, a
+    ``batch_size`` below 1, or an output that does not keep the batch dimension."""
+    if not isinstance(x, torch.Tensor) or x.ndim == 0 or x.shape[0] == 0:
+        raise ValueError(f"batched inference needs a non-empty batch [N, ...], got "
+                         f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    model = fn if model is None else model
+    m_device, m_dtype = module_device_dtype(model)
+    device = torch.device(device) if device is not None else m_device
+    dtype = dtype or m_dtype
+    out = []
+    with eval_mode(model), torch.no_grad():
+        for xb in x.split(batch_size):
+            xb = xb.to(device, dtype) if xb.is_floating_point() else xb.to(device)
+            yb = fn(xb)
+            if not isinstance(yb, torch.Tensor) or yb.ndim == 0 or yb.shape[0] != xb.shape[0]:
+                raise ValueError(f"the model must keep the batch dimension: a batch of "
+                                 f"{xb.shape[0]} gave "
+                                 f"{tuple(yb.shape) if isinstance(yb, torch.Tensor) else type(yb).__name__}")
+            out.append(yb.detach().cpu())
+    return torch.cat(out)
+
+
+def truncate(G: Any, z: torch.Tensor, psi: float) -> torch.Tensor:
+    """Truncation ψ applied to latents ``z`` ``[N, d]`` for generator ``G``.
+
+    A generator with its own ``truncate(z, psi)`` (StyleGAN: in w-space, towards w_avg) is
+    asked to do it; for a plain z-space generator with a N(0, I) prior the analogue is ``ψ·z``
+    (interpolating towards the prior's mean, 0). ψ = 1 returns ``z`` unchanged; ψ > 1 is allowed
+    ("anti-truncation"). Raises ValueError unless ψ is a finite positive number.
+    """
+    if isinstance(psi, bool) or not isinstance(psi, (int, float)) or not (
+            math.isfinite(psi) and psi > 0):
+        raise ValueError(f"psi must be a finite positive number, got {psi!r}")
+    if psi == 1.0:
+        return z
+    if callable(getattr(G, "truncate", None)):
+        return G.truncate(z, psi)
+    return z * psi
+
+
+def generate(G: nn.Module, z: torch.Tensor, *, psi: float = 1.0,
+             batch_size: int = 500) -> torch.Tensor:
+    """Images ``[N, C, H, W]`` (float32, CPU, in [-1, 1]) of latents ``z`` ``[N, d]`` under
+    truncation ``psi``: ``batched`` inference on ``G``'s device and dtype, in eval mode."""
+    truncate(G, z[:1], psi)  # checks psi before any work
+    return batched(lambda zb: G(truncate(G, zb, psi)), z, batch_size=batch_size,
+                   model=G).float()
+
+
+def _config(model: nn.Module) -> Any:
+    """The model's architecture and constructor arguments as recorded, or None when unknown."""
+    cfg = getattr(model, "config", None)
+    cfg = cfg() if callable(cfg) else cfg
+    return {"architecture": type(model).__name__, "config": cfg}
+
+
+def fingerprint(model: nn.Module) -> str:
+    """A 16-hex-digit SHA-256 of what ``model`` computes: its class, its configuration
+    (``model.config()`` when it has one, e.g. a LeakyReLU slope that no tensor holds) and every
+    tensor of its state (names, dtypes, shapes, values). Retrained weights or an edited
+    configuration change it, so a bank or cache keyed on it is never reused for another model."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"fingerprint needs an nn.Module, got {type(model).__name__}")
+    h = hashlib.sha256()
+    h.update(json.dumps(_config(model), sort_keys=True, default=str).encode())
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
