@@ -1,32 +1,105 @@
 """Command line: ``python -m magnet_lab COMMAND``.
 
   report   execute every numbered notebook with papermill (executed copies + results JSON into
-           reports/, figures into figures/); ``--smoke`` for the cheap test mode.
-  bank     build a volume bank (log σ per latent) for a generator, sharded and resumable.
+           reports/, figures into figures/); ``--smoke`` for the cheap test mode; ``-p NAME=VALUE``
+           sets any notebook parameter (values typed as papermill's ``-p`` does, lists too).
+  bank     build a volume bank (log σ per latent) for a generator, sharded and resumable; the bank
+           records its identity (weights fingerprint, latents, every option), so `sample` needs
+           only the bank.
   sample   draw MaGNET / polarity samples from a bank and save them as an image grid + indices.
+
+A user error (a missing file, a bad value, a refused checkpoint) prints one line and exits with
+status 2; ``--debug`` shows the full traceback instead.
 """
 from __future__ import annotations
 
 import argparse
+import ast
 import sys
 import time
 from pathlib import Path
+from typing import Any
+
+EXIT_USER_ERROR = 2
+
+
+class UserError(Exception):
+    """A problem with what the user asked for, reported in one line without a traceback."""
+
+
+def parse_value(text: str) -> Any:
+    """A ``-p NAME=VALUE`` value typed as papermill's ``-p`` does: ``True``/``False``/``None``
+    (also lower-case ``true``/``false``/``none``), integers, floats, and Python literals such as
+    lists, tuples and dicts (``[-1, 0, 1.5]``); anything else stays a string."""
+    named = {"true": True, "false": False, "none": None}
+    if text.lower() in named:
+        return named[text.lower()]
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    if text[:1] in "[({'\"":
+        try:
+            return ast.literal_eval(text)
+        except (ValueError, SyntaxError) as err:
+            raise UserError(f"cannot read the value {text!r}: {err}") from None
+    return text
+
+
+def parse_params(pairs: list[str]) -> dict[str, Any]:
+    """``["seed=1", "rhos=[-1, 1]"]`` → ``{"seed": 1, "rhos": [-1, 1]}`` (``parse_value``)."""
+    out = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.isidentifier():
+            raise UserError(f"-p takes NAME=VALUE with NAME a parameter name, got {pair!r}")
+        out[name] = parse_value(value)
+    return out
+
+
+def _notebook_parameters(path: Path) -> set[str]:
+    import papermill as pm
+
+    return set(pm.inspect_notebook(str(path)))
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from . import paths, reports
 
-    keys = args.only.split(",") if args.only else [p.stem for p in reports.notebooks()]
-    for key in keys:
+    try:
+        keys = args.only.split(",") if args.only else [p.stem for p in reports.notebooks()]
+        sources = {key: reports.find_notebook(key) for key in keys}
+    except FileNotFoundError as err:
+        raise UserError(str(err)) from None
+    extra = parse_params(args.param)
+    out = Path(args.out) if args.out else paths.reports_dir()
+    for key, src in sources.items():
+        unknown = sorted(set(extra) - _notebook_parameters(src))
+        if unknown:
+            raise UserError(f"{src.name} has no parameter(s) {unknown}; its parameters are "
+                            f"{sorted(_notebook_parameters(src))}")
+    for key, src in sources.items():
         t0 = time.perf_counter()
-        params = {"smoke": True} if args.smoke else {}
-        params.update(dict(kv.split("=", 1) for kv in args.param))
-        out = Path(args.out) if args.out else paths.reports_dir()
-        params.setdefault("results_path", str(out / f"{reports.find_notebook(key).stem}.json"))
-        reports.run_notebook(key, params, out_dir=out, progress=args.progress)
+        params = ({"smoke": True} if args.smoke else {}) | extra
+        params.setdefault("results_path", str(out / f"{src.stem}.json"))
+        try:
+            reports.run_notebook(key, params, out_dir=out, progress=args.progress)
+        except Exception as err:
+            if type(err).__name__ != "PapermillExecutionError":
+                raise
+            first = (str(err.evalue).splitlines() or [""])[0]
+            raise UserError(f"{src.name} failed in cell {err.exec_count}: {err.ename}: {first} "
+                            f"(executed copy with the traceback: {out / src.name})") from err
         print(f"[report] {key}: ok in {time.perf_counter() - t0:.0f} s -> "
               f"{params['results_path']}", flush=True)
     return 0
+
+
+def _generator_spec(spec: str) -> str:
+    """A built-in name as is; an existing path made absolute, so the bank can find it again."""
+    path = Path(spec).expanduser()
+    return str(path.resolve()) if path.exists() else spec
 
 
 def _cmd_bank(args: argparse.Namespace) -> int:
@@ -35,13 +108,23 @@ def _cmd_bank(args: argparse.Namespace) -> int:
     from . import bank, sampling
     from .registry import load_generator
 
-    worker = tuple(int(x) for x in args.worker.split("/")) if args.worker else None
-    G = load_generator(args.generator, device=args.device, dtype=getattr(torch, args.dtype))
-    z = sampling.gaussian_latents(args.n, G.z_dim, seed=args.seed).to(args.device)
-    vb = bank.build(G, z, args.out, shard_size=args.shard_size, generator_id=args.generator,
-                    method=args.method, k=args.top_k, proj_dim=args.proj_dim, seed=args.seed,
-                    chunk=args.chunk, dtype=getattr(torch, args.dtype), worker=worker)
-    print(f"[bank] {len(vb)} latents, log σ {tuple(vb.log_sv.shape)} -> {args.out}")
+    worker = None
+    if args.worker:
+        try:
+            worker = tuple(int(x) for x in args.worker.split("/"))
+            assert len(worker) == 2
+        except (ValueError, AssertionError):
+            raise UserError(f"--worker takes I/N (e.g. 0/4), got {args.worker!r}") from None
+    spec = _generator_spec(args.generator)
+    dtype = getattr(torch, args.dtype)
+    G = load_generator(spec, device=args.device, dtype=dtype)
+    z = sampling.gaussian_latents(args.n, G.z_dim, seed=args.seed, dtype=dtype).to(args.device)
+    vb = bank.build(G, z, args.out, shard_size=args.shard_size, generator_id=spec,
+                    latent_law={"law": "gaussian", "seed": args.seed}, worker=worker,
+                    method=args.method, k=args.k, proj_dim=args.proj_dim,
+                    seed=args.spectra_seed, chunk=args.chunk, dtype=dtype)
+    print(f"[bank] {len(vb)} latents, log σ {tuple(vb.log_sv.shape)}, "
+          f"{len(vb.meta['shards_computed'])} shard(s) computed -> {vb.meta['path']}")
     return 0
 
 
@@ -53,34 +136,53 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
     from . import bank, plots, provenance, sampling
+    from .models import fingerprint, generate
     from .registry import load_generator
 
     vb = bank.VolumeBank.load(args.bank)
     if vb.latents is None:
-        raise SystemExit(f"bank {args.bank} stores no latents; cannot regenerate images")
+        raise UserError(f"bank {args.bank} stores no latents; cannot regenerate images")
+    identity = vb.meta.get("identity") or {}
+    spec = args.generator or vb.meta.get("generator_id")
+    if not spec:
+        raise UserError(f"bank {args.bank} does not say which generator made it; pass --generator")
+    G = load_generator(_generator_spec(spec), dtype=getattr(torch, identity.get("dtype", "float32")))
+    want, have = identity.get("generator_fingerprint"), fingerprint(G)
+    if want is None:
+        print(f"[sample] warning: bank {args.bank} records no generator fingerprint; cannot check "
+              f"that {spec} is the generator that made it", file=sys.stderr)
+    elif want != have:
+        raise UserError(f"generator {spec} has fingerprint {have}, but bank {args.bank} was built "
+                        f"with {want}: the weights changed since; rebuild the bank or pass the "
+                        "generator that made it")
     log_w = sampling.log_weights(vb.log_sv, args.rho, top_k=args.top_k)
     sampling.check_ess(log_w)
-    idx = sampling.resample(log_w, args.n, replace=False,
+    n_candidates = int(torch.isfinite(log_w).sum())
+    if not args.replace and args.n > n_candidates:
+        raise UserError(f"--n {args.n} is more than the {n_candidates} candidates with positive "
+                        f"weight in {args.bank}; lower --n, add --replace, or build a bigger bank")
+    idx = sampling.resample(log_w, args.n, replace=args.replace,
                             generator=torch.Generator().manual_seed(args.seed))
-    G = load_generator(args.generator or vb.meta.get("generator_id"))
-    with torch.no_grad():
-        images = G(vb.latents[idx].to(next(G.parameters()).dtype))
+    images = generate(G, vb.latents[idx])
     out = Path(args.out)
     fig, ax = plt.subplots(figsize=(8, 8))
-    plots.show_images(ax, images, nrow=int(args.n ** 0.5) or 1, title=f"ρ = {args.rho}")
-    params = {k: v for k, v in vars(args).items() if k != "func"} | {"bank": str(args.bank)}
+    plots.show_images(ax, images, nrow=int(args.n ** 0.5) or 1, title=f"ρ = {args.rho:g}")
+    params = {k: v for k, v in vars(args).items() if k not in ("func", "debug")}
+    params |= {"bank": str(args.bank), "generator_fingerprint": have}
     plots.save_figure(fig, out.stem, params, directory=out.parent)
+    plt.close(fig)
     provenance.write_json_atomic(out.with_suffix(".indices.json"),
-                                 {"indices": idx, "rho": args.rho, "top_k": args.top_k,
-                                  "seed": args.seed, "bank": str(args.bank)})
-    print(f"[sample] {args.n} samples at rho={args.rho} -> {out.with_suffix('.png')}")
+                                 {"indices": idx, **params, "ess": sampling.ess(log_w)})
+    print(f"[sample] {args.n} samples at rho={args.rho:g} -> {out.with_suffix('.png')}")
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Parse ``argv`` and run the chosen command; returns the process exit status."""
+def _parser() -> argparse.ArgumentParser:
+    from .bank import DEFAULT_SHARD_SIZE
+
     p = argparse.ArgumentParser(prog="python -m magnet_lab", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--debug", action="store_true", help="show tracebacks of user errors")
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("report", help="execute the notebooks with papermill")
@@ -88,38 +190,72 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--only", help="comma-separated notebook keys, e.g. 01,03")
     r.add_argument("--out", help="folder for executed notebooks and results (default reports/)")
     r.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
-                   help="extra notebook parameter (string value), repeatable")
+                   help="notebook parameter, typed like papermill's -p (1, 0.5, True, None, "
+                        "[-1, 1], text); repeatable")
     r.add_argument("--progress", action="store_true", help="show progress bars")
     r.set_defaults(func=_cmd_report)
 
     b = sub.add_parser("bank", help="build a volume bank for a generator")
     b.add_argument("--generator", default="fmnist-dcgan", help="built-in name or weights path")
     b.add_argument("--n", type=int, default=10_000, help="number of Gaussian candidates")
-    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--seed", type=int, default=0, help="seed of the Gaussian candidates")
     b.add_argument("--method", default="exact", choices=["exact", "projected", "topk"])
-    b.add_argument("--top-k", type=int, default=None)
-    b.add_argument("--proj-dim", type=int, default=128)
+    b.add_argument("--k", type=int, default=None,
+                   help="singular values to compute and keep (default all; required for topk)")
+    b.add_argument("--proj-dim", type=int, default=128, help="directions of the projected "
+                   "estimator")
+    b.add_argument("--spectra-seed", type=int, default=0,
+                   help="seed of the projection (projected) or start block (topk)")
     b.add_argument("--chunk", type=int, default=None, help="latents per Jacobian batch")
-    b.add_argument("--shard-size", type=int, default=1000)
+    b.add_argument("--shard-size", type=int, default=DEFAULT_SHARD_SIZE)
     b.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     b.add_argument("--device", default="cpu")
     b.add_argument("--worker", help="I/N: compute only shards I, I+N, ... (scale-out; run N "
                    "processes on the same --out, then load the directory)")
-    b.add_argument("--out", required=True, help="bank directory (shards; resumable)")
+    b.add_argument("--out", default=None, help="bank directory (shards; resumable); default: "
+                   "a folder in the cache named after the bank's identity")
     b.set_defaults(func=_cmd_bank)
 
     s = sub.add_parser("sample", help="MaGNET / polarity samples from a bank")
     s.add_argument("--bank", required=True)
-    s.add_argument("--generator", default=None, help="default: the bank's generator id")
+    s.add_argument("--generator", default=None, help="default: the generator the bank records "
+                   "(refused if its weights changed since)")
     s.add_argument("--rho", type=float, default=1.0)
-    s.add_argument("--top-k", type=int, default=None)
+    s.add_argument("--top-k", type=int, default=None,
+                   help="singular values in the volume (default all the bank has)")
     s.add_argument("--n", type=int, default=64)
+    s.add_argument("--replace", action="store_true",
+                   help="draw with replacement (default: without, as the authors do)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", required=True, help="output stem, e.g. figures/magnet_samples")
     s.set_defaults(func=_cmd_sample)
+    return p
 
-    args = p.parse_args(argv)
-    return args.func(args)
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` and run the chosen command; returns the process exit status (0, or 2 for a
+    user error, reported in one line on stderr unless ``--debug``)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except Exception as err:
+        if args.debug or not _is_user_error(err):
+            raise
+        print(f"error: {_one_line(err)}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+def _is_user_error(err: Exception) -> bool:
+    """Errors that describe bad input (our clear ValueErrors, missing or unreadable files, a
+    notebook that failed) rather than a bug in magnet_lab."""
+    return isinstance(err, (UserError, ValueError, FileNotFoundError, PermissionError,
+                            IsADirectoryError, NotADirectoryError))
+
+
+def _one_line(err: Exception) -> str:
+    text = " ".join(str(err).split())
+    return text if len(text) <= 600 else text[:600] + " …"
 
 
 if __name__ == "__main__":

@@ -17,10 +17,21 @@ name        dtype / shape                     meaning
 
 and the safetensors ``__metadata__`` header entry ``"magnet_lab"``: a JSON string
 ``{"format": "magnet_lab.bank/1", "meta": {...}}``. ``meta`` keys written by :func:`build`:
-``generator_id``, ``method``, ``proj_dim``, ``top_k`` (spectra's ``k``), ``dtype``, ``seed``
-(spectra's projection seed), ``spectra_kwargs`` (all of them, defaults filled in), ``shard``,
-``shard_range`` ([start, stop) in the requested z), ``n_total`` and ``provenance`` (package
-versions, git commit, host, time); merged banks carry ``n_shards`` and ``shard_sizes``.
+``identity`` (see below), ``generator_id`` (the name or path the generator was loaded from, so
+``python -m magnet_lab sample`` can load it again), ``spectra_kwargs`` (every argument, defaults
+filled in, speed-only ones included), ``shard``, ``shard_range`` ([start, stop) in the requested
+z), ``shard_size``, ``n_total`` and ``provenance`` (package versions, git commit, host, time);
+merged banks carry ``n_shards`` and ``shard_sizes``.
+
+**Bank identity.** ``identity`` (:func:`bank_identity`) says exactly what produced the rows:
+the generator's fingerprint (``models.fingerprint``: class, configuration and every weight), the
+estimator and each spectra option that changes values (``method``, ``k``, ``proj_dim``, the
+projection/start ``seed``, ``tol``/``max_iter``/``oversample`` for top-k; options that do not
+apply to the method are ``None``), the compute ``dtype`` and device kind, and the latents (their
+law and seed when known, N, d, dtype and a SHA-256 of all of them). A build refuses to write
+into, resume, or sit beside shards of another identity, and loading refuses to merge them; both
+errors name the differing field and both values. :func:`default_path` is the one cache-path
+rule (``paths.cache_dir()/banks/<generator>-<identity digest>``).
 
 A directory of ``*.safetensors`` shards is a bank too (shards merged in sorted name order), so
 many workers can write shards independently; :func:`build` writes ``shard-00000.safetensors``,
@@ -31,9 +42,11 @@ load too, converted to log σ; they are read with ``allow_pickle=False``, never 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import inspect
 import json
 import math
+import re
 import warnings
 import zipfile
 from pathlib import Path
@@ -42,18 +55,22 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from . import paths
 from . import provenance as _prov
 from .validation import check_latents
 
 FORMAT = "magnet_lab.bank/1"
 META_KEY = "magnet_lab"
 TENSOR_NAMES = ("log_sv", "latents", "seeds", "labels")
-# meta fields that must agree for two banks to be one population of latents
-COMPAT_KEYS = ("generator_id", "method", "proj_dim", "top_k")
+DEFAULT_SHARD_SIZE = 1024  # latents per shard file: the CLI, notebooks and build share it
 # spectra arguments that change speed/progress output only, not the values
-_SPEED_ONLY_KWARGS = ("chunk", "block", "progress")
+SPEED_ONLY_KWARGS = ("chunk", "block", "progress")
+# spectra arguments that matter only for some methods (None in the identity otherwise)
+_METHOD_KWARGS = {"proj_dim": ("projected",), "seed": ("projected", "topk"),
+                  "tol": ("topk",), "max_iter": ("topk",), "oversample": ("topk",)}
 
-__all__ = ["FORMAT", "VolumeBank", "build", "shard_name"]
+__all__ = ["DEFAULT_SHARD_SIZE", "FORMAT", "VolumeBank", "bank_identity", "build",
+           "default_path", "identity_mismatch", "shard_name"]
 
 
 def _normalised(obj: Any) -> Any:
@@ -174,6 +191,11 @@ class VolumeBank:
             if not shards:
                 raise FileNotFoundError(f"bank directory {path} contains no *.safetensors shards")
             banks = [cls._load_safetensors(p) for p in shards]
+            for p, b in zip(shards[1:], banks[1:]):
+                diff = identity_mismatch(banks[0].meta.get("identity"), b.meta.get("identity"))
+                if diff:
+                    raise ValueError(f"{path}: shard {p.name} was made differently from "
+                                     f"{shards[0].name}: {diff}; these rows are not one bank")
             _check_coverage(banks, path)
             return banks[0] if len(banks) == 1 else cls.merge(banks)
         if path.suffix == ".safetensors":
@@ -286,10 +308,11 @@ class VolumeBank:
     @classmethod
     def merge(cls, banks: Sequence[VolumeBank]) -> VolumeBank:
         """Concatenate banks (shards) in order into one. They must agree on r, on which optional
-        tensors they carry, on d and latent dtype, and on ``meta`` fields ``generator_id``,
-        ``method``, ``proj_dim``, ``top_k``; seeds, when present, must be unique over all banks
-        (coverage check). The result's meta is the first bank's plus ``n_shards`` and
-        ``shard_sizes``. Raises ValueError naming the differing field or the duplicate seeds."""
+        tensors they carry, on d and latent dtype, and on ``meta["identity"]`` (the bank identity,
+        field by field; banks without one must all lack it); seeds, when present, must be unique
+        over all banks (coverage check). The result's meta is the first bank's plus ``n_shards``
+        and ``shard_sizes``. Raises ValueError naming the differing field (with both values) or
+        the duplicate seeds."""
         banks = list(banks)
         if not banks or not all(isinstance(b, VolumeBank) for b in banks):
             raise ValueError("merge needs a non-empty sequence of VolumeBank")
@@ -306,11 +329,10 @@ class VolumeBank:
                                               or b.latents.dtype != first.latents.dtype):
                 raise ValueError(f"cannot merge: bank {i} latents are {b.latents.dtype} "
                                  f"[., {b.z_dim}], bank 0 {first.latents.dtype} [., {first.z_dim}]")
-            for key in COMPAT_KEYS:
-                a, c = _normalised(first.meta.get(key)), _normalised(b.meta.get(key))
-                if a != c:
-                    raise ValueError(f"cannot merge: meta[{key!r}] differs (bank 0: {a!r}, "
-                                     f"bank {i}: {c!r})")
+            diff = identity_mismatch(first.meta.get("identity"), b.meta.get("identity"))
+            if diff:
+                raise ValueError(f"cannot merge: bank {i} was made differently from bank 0: "
+                                 f"{diff}")
         cat = {name: (None if getattr(first, name) is None
                       else torch.cat([getattr(b, name) for b in banks], 0))
                for name in TENSOR_NAMES}
@@ -320,7 +342,8 @@ class VolumeBank:
             if dup.numel():
                 raise ValueError(f"cannot merge: {dup.numel()} seeds occur more than once across "
                                  f"the banks (overlapping shards?), e.g. {dup[:10].tolist()}")
-        meta = {k: v for k, v in first.meta.items() if k not in ("shard", "shard_range")}
+        meta = {k: v for k, v in first.meta.items()
+                if k not in ("shard", "shard_range", "shards_computed")}
         meta["n_shards"] = sum(int(b.meta.get("n_shards", 1)) for b in banks)
         meta["shard_sizes"] = [int(s) for b in banks
                                for s in b.meta.get("shard_sizes", [len(b)])]
@@ -334,22 +357,140 @@ def shard_name(index: int) -> str:
     return f"shard-{index:05d}.safetensors"
 
 
-def build(G: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor, path: str | Path, *,
-          generator_id: str, shard_size: int = 1024, seeds: torch.Tensor | None = None,
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+
+def latents_digest(z: torch.Tensor) -> str:
+    """SHA-256 (hex) of latents ``z`` ``[N, d]``: dtype, shape and every value's bytes."""
+    z = z.detach().to("cpu").contiguous()
+    h = hashlib.sha256(f"{z.dtype}|{tuple(z.shape)}".encode())
+    h.update(z.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def bank_identity(G: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor, *,
+                  latent_law: dict | None = None, fingerprint: str | None = None,
+                  **spectra_kwargs: Any) -> dict:
+    """The identity of the bank that ``build(G, z, ..., **spectra_kwargs)`` writes: a JSON dict
+    of ``generator_fingerprint`` (``models.fingerprint(G)``; for a G that is not an
+    ``nn.Module`` pass ``fingerprint``), ``method``, ``k``, ``proj_dim``, ``seed``, ``tol``,
+    ``max_iter``, ``oversample`` (``None`` where the method ignores them), ``dtype`` (compute
+    dtype), ``device`` (kind: ``"cpu"``, ``"cuda"``, ...) and ``latents`` = ``latent_law``
+    (e.g. ``{"law": "gaussian", "seed": 0}``; default ``{"law": "given"}``) plus ``n``,
+    ``z_dim``, ``dtype`` and ``sha256`` of z ``[N, d]``. Speed-only options (``chunk``,
+    ``block``, ``progress``) are not part of it. Raises TypeError for unknown spectra arguments
+    and ValueError for a non-Module G without ``fingerprint`` or a bad ``latent_law``."""
+    from . import spectra  # lazy: the identity needs spectra's signature, loading banks does not
+    from .models import fingerprint as model_fingerprint
+
+    check_latents(z)
+    if fingerprint is None:
+        if not isinstance(G, torch.nn.Module):
+            raise ValueError("G is not an nn.Module, so its weights cannot be fingerprinted: pass "
+                             "fingerprint='...' naming exactly what G computes (e.g. "
+                             "models.fingerprint(model) plus what your wrapper changes)")
+        fingerprint = model_fingerprint(G)
+    if not isinstance(fingerprint, str) or not fingerprint:
+        raise ValueError(f"fingerprint must be a non-empty string, got {fingerprint!r}")
+    law = {"law": "given"} if latent_law is None else dict(latent_law)
+    if not isinstance(law.get("law"), str):
+        raise ValueError(f"latent_law must be a dict with a string 'law', got {latent_law!r}")
+    for reserved in ("G", "z", "progress"):
+        if reserved in spectra_kwargs:
+            raise TypeError(f"the bank sets {reserved!r} itself; do not pass it")
+    bound = inspect.signature(spectra.log_singular_values).bind_partial(**spectra_kwargs)
+    bound.apply_defaults()  # TypeError above for unknown argument names
+    opts = {k: v for k, v in bound.arguments.items()
+            if k not in ("G", "z") and k not in SPEED_ONLY_KWARGS}
+    method = opts.pop("method")
+    for key, methods in _METHOD_KWARGS.items():
+        if method not in methods:
+            opts[key] = None
+    dtype = opts.pop("dtype") or z.dtype
+    identity = {"generator_fingerprint": fingerprint, "method": method, **opts,
+                "dtype": str(dtype).replace("torch.", ""), "device": z.device.type,
+                "latents": {**law, "n": int(z.shape[0]), "z_dim": int(z.shape[1]),
+                            "dtype": str(z.dtype).replace("torch.", ""),
+                            "sha256": latents_digest(z)}}
+    return _normalised(identity)
+
+
+def identity_mismatch(a: dict | None, b: dict | None) -> str | None:
+    """None when two bank identities are equal, else a sentence naming the first differing
+    field (dotted for nested ones, e.g. ``latents.seed``) with both values."""
+    if a == b:
+        return None
+    if a is None or b is None:
+        return f"one has a bank identity and the other has none ({a!r} vs {b!r})"
+    for key in sorted(set(a) | set(b)):
+        x, y = a.get(key, "<absent>"), b.get(key, "<absent>")
+        if isinstance(x, dict) and isinstance(y, dict):
+            inner = identity_mismatch(x, y)
+            if inner:
+                return f"{key}.{inner}"
+        elif x != y:
+            return f"{key} differs: {x!r} vs {y!r}"
+    return None
+
+
+def default_path(identity: dict, generator_id: str) -> Path:
+    """The one cache-path rule: ``paths.cache_dir()/banks/<generator_id slug>-<16 hex digits of
+    the identity>``, so two builds share a folder exactly when their identities are equal."""
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(str(generator_id)).stem or "generator")[:48]
+    return paths.cache_dir() / "banks" / f"{slug}-{_digest(identity)[:16]}"
+
+
+def _read_meta(path: Path) -> dict:
+    """A shard's ``meta`` from its safetensors header only (no tensors read)."""
+    from safetensors import safe_open
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            info = json.loads((fh.metadata() or {})[META_KEY])
+        return dict(info["meta"])
+    except Exception as err:  # corrupt, truncated, foreign
+        raise ValueError(f"{path} is not a readable bank shard (corrupt or truncated? delete it "
+                         f"to recompute it): {err}") from err
+
+
+def _remove_orphans(out_dir: Path, owned: set[str]) -> list[str]:
+    """Delete temporary files left by a killed write of a shard this call owns; warn about
+    (and leave) other workers' temporary files, which may be in flight."""
+    removed, foreign = [], []
+    for tmp in out_dir.glob(".shard-*.tmp"):
+        target = tmp.name[1:].split(".safetensors.")[0] + ".safetensors"
+        if target in owned:
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp.name)
+        else:
+            foreign.append(tmp.name)
+    if removed or foreign:
+        warnings.warn(f"{out_dir}: removed {len(removed)} temporary file(s) of interrupted "
+                      f"writes {removed[:3]}; left {len(foreign)} of other workers' shards "
+                      f"{foreign[:3]}", stacklevel=3)
+    return removed
+
+
+def build(G: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor,
+          path: str | Path | None = None, *, generator_id: str,
+          shard_size: int = DEFAULT_SHARD_SIZE, seeds: torch.Tensor | None = None,
           labels: torch.Tensor | None = None, worker: tuple[int, int] | None = None,
+          latent_law: dict | None = None, fingerprint: str | None = None,
           **spectra_kwargs: Any) -> VolumeBank:
-    """Build (or resume) a sharded bank in directory ``path``: z ``[N, d]`` is split into shards
-    of ``shard_size`` rows; each shard missing on disk gets ``spectra.log_singular_values(G,
-    z_shard, progress=False, **spectra_kwargs)`` and is saved atomically as
-    ``path/shard-00000.safetensors``, ...; shards already on disk are verified (same latents,
-    seeds, labels, ``generator_id`` and spectra arguments except ``chunk``/``block``) and
-    skipped. ``seeds``/``labels`` are optional int64 ``[N]``. Returns the merged bank (its meta
-    lists the recomputed shards under ``shards_computed``). Scale-out: ``worker=(i, n)`` makes
-    this call own shards i, i+n, i+2n, ... only (run n processes, one per GPU or machine, on the
-    same z and path; then ``VolumeBank.load(path)`` merges and checks coverage); it returns the
-    merge of its own shards. Raises TypeError for unknown spectra
-    arguments, ValueError for bad inputs, a mismatching existing shard or foreign shard files in
-    ``path``."""
+    """Build (or resume) a sharded bank in directory ``path`` (None: ``default_path``): z
+    ``[N, d]`` is split into shards of ``shard_size`` rows; each shard missing on disk gets
+    ``spectra.log_singular_values(G, z_shard, progress=False, **spectra_kwargs)`` and is saved
+    atomically (then the folder is fsynced) as ``path/shard-00000.safetensors``, ...; shards
+    already on disk are verified and skipped. Every shard records ``bank_identity(G, z,
+    latent_law=..., fingerprint=..., **spectra_kwargs)``: a build into a folder holding shards
+    of another identity (other weights, seeds, dtype, options, ...) is refused, naming the
+    field and both values. ``generator_id`` is how the generator is loaded again (a built-in
+    name or a path). ``seeds``/``labels`` are optional int64 ``[N]``. Temporary files of this
+    call's shards left by a killed write are removed. Scale-out: ``worker=(i, n)`` makes this
+    call own shards i, i+n, ... only (run n processes on the same z and path, then
+    ``VolumeBank.load(path)``); it returns the merge of its own shards, whose meta lists the
+    recomputed ones under ``shards_computed``. Raises TypeError for unknown spectra arguments,
+    ValueError for bad inputs, a mismatching or foreign shard in ``path``."""
     from . import spectra  # lazy: building needs the generator machinery, loading does not
 
     check_latents(z)
@@ -362,38 +503,42 @@ def build(G: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor, path: str 
         if t is not None and (not isinstance(t, torch.Tensor) or t.dtype != torch.int64
                               or tuple(t.shape) != (n,)):
             raise ValueError(f"{name} must be an int64 tensor of shape [{n}] (one per latent)")
-    for reserved in ("G", "z", "progress"):
-        if reserved in spectra_kwargs:
-            raise TypeError(f"build sets {reserved!r} itself; do not pass it")
-    sig = inspect.signature(spectra.log_singular_values)
-    bound = sig.bind_partial(**spectra_kwargs)  # TypeError for unknown argument names
-    bound.apply_defaults()
-    recorded = {k: v for k, v in bound.arguments.items() if k not in ("G", "z", "progress")}
-    recorded = _normalised(recorded)
-    compared = {k: v for k, v in recorded.items() if k not in _SPEED_ONLY_KWARGS}
-
-    out_dir = Path(path)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ValueError(f"build writes a directory of shards; {out_dir} is a file")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    n_shards = math.ceil(n / shard_size)
-    names = [shard_name(i) for i in range(n_shards)]
-    foreign = sorted(p.name for p in out_dir.glob("*.safetensors") if p.name not in names)
-    if foreign:
-        raise ValueError(f"{out_dir} holds shard files that are not part of this build "
-                         f"(N={n}, shard_size={shard_size}): {foreign[:5]}; use a new directory")
-
     if worker is not None:
         w_index, w_count = worker
         if not (isinstance(w_count, int) and isinstance(w_index, int) and 0 <= w_index < w_count):
             raise ValueError(f"worker must be (index, count) with 0 <= index < count, got {worker}")
     else:
         w_index, w_count = 0, 1
+    identity = bank_identity(G, z, latent_law=latent_law, fingerprint=fingerprint,
+                             **spectra_kwargs)
+    bound = inspect.signature(spectra.log_singular_values).bind_partial(**spectra_kwargs)
+    bound.apply_defaults()
+    recorded = {k: v for k, v in bound.arguments.items() if k not in ("G", "z", "progress")}
+    out_dir = Path(path) if path is not None else default_path(identity, generator_id)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"build writes a directory of shards; {out_dir} is a file")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    n_shards = math.ceil(n / shard_size)
+    names = [shard_name(i) for i in range(n_shards)]
+    present = sorted(p for p in out_dir.glob("*.safetensors") if p.is_file())
+    foreign = [p.name for p in present if p.name not in names]
+    if foreign:
+        raise ValueError(f"{out_dir} holds shard files that are not part of this build "
+                         f"(N={n}, shard_size={shard_size}): {foreign[:5]}; use a new directory")
+    for p in present:  # one identity per folder, whichever worker wrote the shard
+        diff = identity_mismatch(_read_meta(p).get("identity"), identity)
+        if diff:
+            raise ValueError(f"{out_dir} already holds {p.name}, made differently from this "
+                             f"build: {diff} (existing vs requested); build into a new "
+                             "directory or delete the old shards")
+    mine = list(range(w_index, n_shards, w_count))
+    _remove_orphans(out_dir, {names[i] for i in mine})
+
     z_cpu = z.detach().to("cpu")
     prov = None
     shards: list[VolumeBank] = []
     computed: list[int] = []
-    for i in range(w_index, n_shards, w_count):
+    for i in mine:
         lo, hi = i * shard_size, min(n, (i + 1) * shard_size)
         want = {"latents": z_cpu[lo:hi].clone(),
                 "seeds": None if seeds is None else seeds[lo:hi].cpu().clone(),
@@ -401,7 +546,7 @@ def build(G: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor, path: str 
         file = out_dir / names[i]
         if file.exists():
             bank = VolumeBank.load(file)
-            _check_resumed_shard(bank, want, generator_id, compared, file)
+            _check_resumed_shard(bank, want, file)
         else:
             log_sv = spectra.log_singular_values(G, z[lo:hi], progress=False, **spectra_kwargs)
             log_sv = log_sv.detach().to("cpu", torch.float64)  # [B, r]
@@ -409,17 +554,16 @@ def build(G: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor, path: str 
                 raise ValueError(f"spectra returned shape {tuple(log_sv.shape)} for a shard of "
                                  f"{hi - lo} latents")
             prov = prov or _prov.provenance()
-            meta = {"generator_id": generator_id, "method": recorded.get("method"),
-                    "proj_dim": recorded.get("proj_dim"), "top_k": recorded.get("k"),
-                    "dtype": recorded.get("dtype"), "seed": recorded.get("seed"),
-                    "spectra_kwargs": recorded, "shard": i, "shard_range": [lo, hi],
-                    "n_total": n, "provenance": prov}
+            meta = {"identity": identity, "generator_id": generator_id,
+                    "spectra_kwargs": _normalised(recorded), "shard": i, "shard_range": [lo, hi],
+                    "shard_size": shard_size, "n_total": n, "provenance": prov}
             bank = VolumeBank(log_sv=log_sv, meta=meta, **want)
             bank.save(file)
             computed.append(i)
         shards.append(bank)
     merged = VolumeBank.merge(shards)
     merged.meta["shards_computed"] = computed
+    merged.meta["path"] = str(out_dir)
     return merged
 
 
@@ -448,9 +592,8 @@ def _check_coverage(banks: Sequence[VolumeBank], path: Path) -> None:
                          f"[{covered}, {total}) (an unfinished worker? rerun its build)")
 
 
-def _check_resumed_shard(bank: VolumeBank, want: dict, generator_id: str, compared: dict,
-                         file: Path) -> None:
-    """Raise ValueError if an existing shard is not the one this build would write."""
+def _check_resumed_shard(bank: VolumeBank, want: dict, file: Path) -> None:
+    """Raise ValueError if an existing shard does not hold the rows this build would write."""
     hint = "delete it or build into a new directory"
     for name, expected in want.items():
         have = getattr(bank, name)
@@ -462,11 +605,3 @@ def _check_resumed_shard(bank: VolumeBank, want: dict, generator_id: str, compar
             raise ValueError(f"existing shard {file} was built for different {name} than "
                              f"requested now (shape {tuple(have.shape)} {have.dtype} vs "
                              f"{tuple(expected.shape)} {expected.dtype}); {hint}")
-    if bank.meta.get("generator_id") != generator_id:
-        raise ValueError(f"existing shard {file} is for generator "
-                         f"{bank.meta.get('generator_id')!r}, not {generator_id!r}; {hint}")
-    have_kwargs = {k: v for k, v in (bank.meta.get("spectra_kwargs") or {}).items()
-                   if k not in _SPEED_ONLY_KWARGS}
-    if have_kwargs != compared:
-        raise ValueError(f"existing shard {file} was computed with spectra arguments "
-                         f"{have_kwargs}, this build asks for {compared}; {hint}")

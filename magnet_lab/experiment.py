@@ -7,38 +7,40 @@ reference in the classifier's feature space, with bootstrap CIs.
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from . import attributes, bank, metrics, paths, sampling
-from .models import fingerprint
+from . import attributes, bank, metrics, sampling
 
 
 def candidate_bank(G: torch.nn.Module, generator_id: str, n: int, *, seed: int,
                    method: str = "exact", k: int | None = None, proj_dim: int = 128,
-                   shard_size: int = 500, directory: str | Path | None = None,
-                   latents: torch.Tensor | None = None, **spectra_kwargs: Any) -> bank.VolumeBank:
+                   shard_size: int = bank.DEFAULT_SHARD_SIZE,
+                   directory: str | Path | None = None, latents: torch.Tensor | None = None,
+                   **spectra_kwargs: Any) -> bank.VolumeBank:
     """The volume bank of ``n`` Gaussian candidates ``z = gaussian_latents(n, d, seed)`` for
-    ``G``, built with ``spectra.log_singular_values(method, k, proj_dim)`` into a resumable shard
-    directory under ``paths.cache_dir()/banks`` (reused when it already exists for the same
-    generator weights, candidates and method). ``latents`` overrides the candidates (e.g. a
-    subset for an estimator comparison); ``spectra_kwargs`` (e.g. ``tol`` for top-k) go to
-    ``spectra.log_singular_values`` and are part of the bank's identity. Returns the merged
-    ``VolumeBank``."""
-    z = latents if latents is not None else sampling.gaussian_latents(n, G.z_dim, seed=seed)
+    ``G`` (or of ``latents`` ``[N, d]``, e.g. a subset for an estimator comparison), built with
+    ``spectra.log_singular_values(method, k, proj_dim, seed, **spectra_kwargs)`` by
+    ``bank.build`` into ``directory/<bank.default_path name>`` (default: the cache), so it is
+    reused exactly when the bank identity (weights fingerprint, latents, every spectra option,
+    dtype, device) is the same, and resumed when interrupted. ``k`` is the number of singular
+    values computed (None: all); ``top_k`` for the weights is chosen later, per sampler.
+    Returns the merged ``VolumeBank``."""
     param = next(G.parameters())
-    gid = f"{generator_id}@{fingerprint(G)}"
-    key = hashlib.sha256(z.numpy().tobytes()).hexdigest()[:10]
-    extra = "".join(f"-{k_}{v}" for k_, v in sorted(spectra_kwargs.items()))
-    name = (f"{generator_id}-{gid.rsplit('@', 1)[1]}-{method}-k{k}"
-            f"-p{proj_dim if method == 'projected' else 0}{extra}-n{len(z)}-{key}")
-    root = Path(directory) if directory is not None else paths.cache_dir() / "banks"
-    return bank.build(G, z.to(param.device, param.dtype), root / name, generator_id=gid,
-                      shard_size=shard_size, method=method, k=k, proj_dim=proj_dim, seed=seed,
-                      **spectra_kwargs)
+    if latents is None:
+        z, law = sampling.gaussian_latents(n, G.z_dim, seed=seed), {"law": "gaussian", "seed": seed}
+    else:
+        z, law = latents, None
+    z = z.to(param.device, param.dtype)
+    options = dict(method=method, k=k, proj_dim=proj_dim, seed=seed, **spectra_kwargs)
+    identity = bank.bank_identity(G, z, latent_law=law, **options)
+    path = bank.default_path(identity, generator_id)
+    if directory is not None:
+        path = Path(directory) / path.name
+    return bank.build(G, z, path, generator_id=generator_id, shard_size=shard_size,
+                      latent_law=law, **options)
 
 
 def polarity_log_weights(vb: bank.VolumeBank, rho: float, *, top_k: int | None = None,

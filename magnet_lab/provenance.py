@@ -21,13 +21,21 @@ from . import paths
 _VERSIONED = ("magnet_lab", "torch", "torchvision", "numpy", "scipy", "pandas", "torch-fidelity")
 
 
+# What a job writes itself (figures, reports) does not make the *code* dirty.
+_OUTPUT_PATHS = ("figures", "reports")
+
+
 def git_commit(repo: Path | None = None) -> str | None:
-    """The HEAD commit of the repository (with ``+dirty`` when the tree has changes), or None."""
+    """The HEAD commit of the repository, with ``+dirty`` when tracked files other than the
+    jobs' own outputs (``figures/``, ``reports/``) differ from it; None outside a git checkout.
+    So a report that rewrites tracked figures still records the code's state as clean."""
     repo = Path(repo) if repo is not None else paths.root()
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True,
                              text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+        excluded = [f":(exclude){p}" for p in _OUTPUT_PATHS]
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                ".", *excluded],
                                cwd=repo, capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
@@ -81,8 +89,24 @@ def _umask() -> int:
     return mask
 
 
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (POSIX: fsync the directory); a no-op where the OS
+    cannot open directories."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (temporary file in the same folder, then rename)."""
+    """Write ``data`` to ``path`` atomically and durably: a temporary file in the same folder
+    (``.<name>.<random>.tmp``), fsynced, renamed over ``path``, then the folder fsynced."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -93,6 +117,7 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -28,9 +28,10 @@ def _bank(n: int = 6, r: int = 3, d: int = 4, *, seed0: int = 0, optional: bool 
         latents=torch.randn(n, d, generator=g) if optional else None,
         seeds=torch.arange(seed0, seed0 + n, dtype=torch.int64) if optional else None,
         labels=torch.arange(n, dtype=torch.int64) % 3 if optional else None,
-        meta=meta if meta is not None else {"generator_id": "toy", "method": "exact",
-                                            "proj_dim": None, "top_k": None,
-                                            "nested": {"a": [1, 2.5, None], "b": "x"}})
+        meta=meta if meta is not None else {
+            "generator_id": "toy", "nested": {"a": [1, 2.5, None], "b": "x"},
+            "identity": {"generator_fingerprint": "f00", "method": "exact", "k": None,
+                         "proj_dim": None, "latents": {"law": "gaussian", "seed": 0}}})
 
 
 def _assert_same(a: VolumeBank, b: VolumeBank) -> None:
@@ -245,12 +246,16 @@ def test_incompatible_merge_names_the_differing_field():
     with pytest.raises(ValueError, match="r=2"):
         VolumeBank.merge([a, _bank(r=2, seed0=50)])
     other = _bank(seed0=50)
-    other.meta["generator_id"] = "ffhq"
-    with pytest.raises(ValueError, match="generator_id"):
+    other.meta["identity"] = {**a.meta["identity"], "generator_fingerprint": "ba5"}
+    with pytest.raises(ValueError, match="generator_fingerprint differs: 'f00' vs 'ba5'"):
         VolumeBank.merge([a, other])
     other = _bank(seed0=50)
-    other.meta["proj_dim"] = 64
-    with pytest.raises(ValueError, match="proj_dim"):
+    other.meta["identity"] = {**a.meta["identity"], "proj_dim": 64}
+    with pytest.raises(ValueError, match="proj_dim differs: None vs 64"):
+        VolumeBank.merge([a, other])
+    other = _bank(seed0=50)
+    other.meta["identity"] = {**a.meta["identity"], "latents": {"law": "gaussian", "seed": 1}}
+    with pytest.raises(ValueError, match="latents.seed differs: 0 vs 1"):
         VolumeBank.merge([a, other])
     with pytest.raises(ValueError, match="latents"):
         VolumeBank.merge([a, _bank(seed0=50, d=5)])
@@ -290,7 +295,7 @@ def test_build_resumes_and_recomputes_only_missing_shards(tmp_path, fake_spectra
     z = torch.randn(10, 3, generator=torch.Generator().manual_seed(0))
     seeds = torch.arange(10, dtype=torch.int64)
     out = tmp_path / "bank"
-    first = build(lambda x: x, z, out, generator_id="toy", shard_size=4, seeds=seeds,
+    first = build(lambda x: x, z, out, generator_id="toy", fingerprint="toy", shard_size=4, seeds=seeds,
                   method="exact")
     assert sorted(p.name for p in out.iterdir()) == [shard_name(i) for i in range(3)]
     assert len(fake_spectra) == 3 and first.meta["shards_computed"] == [0, 1, 2]
@@ -300,7 +305,7 @@ def test_build_resumes_and_recomputes_only_missing_shards(tmp_path, fake_spectra
     mtimes = {i: (out / shard_name(i)).stat().st_mtime_ns for i in (0, 2)}
     (out / shard_name(1)).unlink()
     fake_spectra.clear()
-    again = build(lambda x: x, z, out, generator_id="toy", shard_size=4, seeds=seeds,
+    again = build(lambda x: x, z, out, generator_id="toy", fingerprint="toy", shard_size=4, seeds=seeds,
                   method="exact", chunk=2)  # chunk changes speed only: shards stay valid
     assert len(fake_spectra) == 1 and torch.equal(fake_spectra[0], z[4:8])
     assert again.meta["shards_computed"] == [1]
@@ -312,17 +317,20 @@ def test_build_resumes_and_recomputes_only_missing_shards(tmp_path, fake_spectra
 def test_build_refuses_mismatched_existing_shards(tmp_path, fake_spectra):
     z = torch.randn(8, 3, generator=torch.Generator().manual_seed(0))
     out = tmp_path / "bank"
-    build(lambda x: x, z, out, generator_id="toy", shard_size=4)
-    with pytest.raises(ValueError, match="different latents"):
-        build(lambda x: x, z + 1, out, generator_id="toy", shard_size=4)
-    with pytest.raises(ValueError, match="generator 'toy'"):
-        build(lambda x: x, z, out, generator_id="other", shard_size=4)
-    with pytest.raises(ValueError, match="spectra arguments"):
-        build(lambda x: x, z, out, generator_id="toy", shard_size=4, method="projected")
+    build(lambda x: x, z, out, generator_id="toy", fingerprint="toy", shard_size=4)
+    with pytest.raises(ValueError, match="latents.sha256 differs"):
+        build(lambda x: x, z + 1, out, generator_id="toy", fingerprint="toy", shard_size=4)
+    with pytest.raises(ValueError, match="generator_fingerprint differs: 'toy' vs 'other'"):
+        build(lambda x: x, z, out, generator_id="toy", fingerprint="other", shard_size=4)
+    with pytest.raises(ValueError, match="method differs: 'exact' vs 'projected'"):
+        build(lambda x: x, z, out, generator_id="toy", fingerprint="toy", shard_size=4, method="projected")
     with pytest.raises(ValueError, match="not part of this build"):
-        build(lambda x: x, z, out, generator_id="toy", shard_size=8)
+        build(lambda x: x, z, out, generator_id="toy", fingerprint="toy", shard_size=8)
     with pytest.raises(TypeError):
-        build(lambda x: x, z, tmp_path / "b2", generator_id="toy", not_an_argument=1)
+        build(lambda x: x, z, tmp_path / "b2", generator_id="toy", fingerprint="toy",
+              not_an_argument=1)
+    with pytest.raises(ValueError, match="not an nn.Module"):
+        build(lambda x: x, z, tmp_path / "b3", generator_id="toy")
 
 
 # ----------------------------------------------------------------------------- build (real spectra)
@@ -341,7 +349,7 @@ def test_build_with_real_spectra_on_a_tiny_relu_generator(tmp_path):
 
     z = torch.randn(12, 3, generator=g, dtype=torch.float64)
     out = tmp_path / "bank"
-    first = build(G, z, out, generator_id="tiny-relu", shard_size=4, method="exact")
+    first = build(G, z, out, generator_id="tiny-relu", fingerprint="relu", shard_size=4, method="exact")
     calls_full = calls[0]
     # closed form: J = W2 diag(1[W1 z > 0]) W1 on each latent's region; a region where fewer
     # than 3 units are active has a rank-deficient J: its numerically-zero σ must read -inf
@@ -356,7 +364,7 @@ def test_build_with_real_spectra_on_a_tiny_relu_generator(tmp_path):
     assert n_deficient > 0  # the fixture exercises the -inf path through save/merge
     (out / shard_name(2)).unlink()
     calls[0] = 0
-    again = build(G, z, out, generator_id="tiny-relu", shard_size=4, method="exact")
+    again = build(G, z, out, generator_id="tiny-relu", fingerprint="relu", shard_size=4, method="exact")
     assert calls[0] > 0 and calls_full == 3 * calls[0]  # one shard's worth of G calls
     assert again.meta["shards_computed"] == [2]
     _assert_same(first, again)
@@ -384,13 +392,13 @@ def test_scale_out_workers_write_disjoint_shards_and_load_checks_coverage(tmp_pa
     W = torch.randn(5, 3, dtype=torch.float64)
     G = lambda z: z @ W.T  # noqa: E731
     z = torch.randn(10, 3, dtype=torch.float64)
-    part = build(G, z, tmp_path / "b", generator_id="lin", shard_size=3, worker=(0, 2))
+    part = build(G, z, tmp_path / "b", generator_id="lin", fingerprint="lin", shard_size=3, worker=(0, 2))
     assert part.meta["shards_computed"] == [0, 2] and len(part) == 6
     with pytest.raises(ValueError, match=r"missing rows \[3, 6\)"):
         VolumeBank.load(tmp_path / "b")
-    build(G, z, tmp_path / "b", generator_id="lin", shard_size=3, worker=(1, 2))
-    full = build(G, z, tmp_path / "single", generator_id="lin", shard_size=3)
+    build(G, z, tmp_path / "b", generator_id="lin", fingerprint="lin", shard_size=3, worker=(1, 2))
+    full = build(G, z, tmp_path / "single", generator_id="lin", fingerprint="lin", shard_size=3)
     merged = VolumeBank.load(tmp_path / "b")
     assert torch.equal(merged.log_sv, full.log_sv) and torch.equal(merged.latents, z)
     with pytest.raises(ValueError, match="worker must be"):
-        build(G, z, tmp_path / "c", generator_id="lin", shard_size=3, worker=(2, 2))
+        build(G, z, tmp_path / "c", generator_id="lin", fingerprint="lin", shard_size=3, worker=(2, 2))
