@@ -47,10 +47,37 @@ def test_atomic_write_keeps_old_file_when_serialisation_fails(tmp_path):
     assert len(list(tmp_path.iterdir())) == 1
 
 
-def test_provenance_records_versions_and_commit():
+def test_provenance_records_versions_and_this_checkouts_commit():
     rec = provenance.provenance(seed=3)
     assert rec["seed"] == 3 and rec["versions"]["torch"].startswith("2.14.1")
-    assert rec["git_commit"] is None or re.fullmatch(r"[0-9a-f]{40}(\+dirty)?", rec["git_commit"])
+    if not (paths.root() / ".git").exists():
+        pytest.skip("not a git checkout: there is no commit to record")
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=paths.root(), capture_output=True,
+                          text=True, check=True).stdout.strip()
+    assert re.fullmatch(r"[0-9a-f]{40}(\+dirty)?", rec["git_commit"])
+    assert rec["git_commit"].split("+")[0] == head
+
+
+def test_git_commit_is_the_codes_state_not_the_jobs_outputs(tmp_path):
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    assert provenance.git_commit(tmp_path) is None  # not a repository
+    git("init", "-q")
+    for rel in ("code.py", "figures/f.png", "reports/r.json"):
+        (tmp_path / rel).parent.mkdir(exist_ok=True)
+        (tmp_path / rel).write_text("v1")
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True,
+                         text=True, check=True).stdout.strip()
+    assert provenance.git_commit(tmp_path) == sha
+    (tmp_path / "figures/f.png").write_text("v2")  # a report rewrote a tracked figure
+    (tmp_path / "reports/r.json").write_text("v2")
+    (tmp_path / "untracked.txt").write_text("x")
+    assert provenance.git_commit(tmp_path) == sha
+    (tmp_path / "code.py").write_text("v2")  # the code changed: that is dirty
+    assert provenance.git_commit(tmp_path) == sha + "+dirty"
 
 
 def test_results_file_records_seed_parameters_and_provenance(tmp_path):
