@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from . import attributes, bank, metrics, paths, sampling
+from . import attributes, bank, features, metrics, paths, sampling
 from .models import fingerprint
 
 
@@ -99,7 +99,7 @@ def evaluate(images: torch.Tensor, real_feats: torch.Tensor, classifier: torch.n
     ``attributes.bias_measures`` of the predicted classes, and the raw ``"predicted_labels"``
     ``[M]`` and ``"features"`` ``[M, F]`` for further comparisons.
     """
-    feats = metrics.extract_features(classifier, images)  # [M, F]
+    feats = features.extract_features(classifier, images)  # [M, F]
     labels = attributes.predict_classes(classifier, images)  # [M]
     return {"metrics": metrics.bootstrap_ci(real_feats, feats, n_boot=n_boot, seed=seed),
             "classes": attributes.bias_measures(labels, n_classes, n_boot=n_boot, seed=seed),
