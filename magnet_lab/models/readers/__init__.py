@@ -4,8 +4,8 @@ A checkpoint is a weights file plus a JSON sidecar ``<stem>.json`` recording at 
 ``architecture`` (a name in ``magnet_lab.registry.ARCHITECTURES``) and ``kwargs`` (its constructor
 arguments), plus whatever training record the writer adds and ``provenance``. ``READERS`` lists
 the format modules in the order they are tried; each has ``NAME``, ``DESCRIPTION``, ``SUFFIXES``,
-``sniff(head: bytes) -> bool`` (the file's first ``HEAD_BYTES``) and ``read(path) -> (state_dict,
-metadata)``. Today: ``safetensors_file`` (ours), ``torch_file`` (``torch.load(weights_only=True)``)
+``READABLE`` (False: recognised only to be refused), ``sniff(head: bytes) -> bool`` (the file's
+first ``HEAD_BYTES``) and ``read(path) -> (state_dict, metadata)``. Today: ``safetensors_file`` (ours), ``torch_file`` (``torch.load(weights_only=True)``)
 and ``pickle_file`` (recognised and refused). Adding a format is one module plus one entry here.
 Nothing is ever unpickled.
 """
@@ -52,9 +52,9 @@ def identify(path: str | os.PathLike) -> ModuleType:
     for reader in READERS:
         if reader.sniff(head):
             return reader
-    known = ", ".join(r.DESCRIPTION for r in READERS)
-    raise ValueError(f"{path}: unrecognised checkpoint content (first bytes {head[:12]!r}); "
-                     f"known formats: {known}")
+    readable = ", ".join(r.DESCRIPTION for r in READERS if r.READABLE)
+    raise ValueError(f"{path}: unrecognised checkpoint content (first bytes {head[:12]!r}), "
+                     f"refused; readable formats: {readable}")
 
 
 def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -143,9 +143,10 @@ def _check_bound(sidecar: Mapping[str, Any], metadata: Mapping[str, str], side: 
         if ours == saved:
             continue
         if isinstance(ours, dict) and isinstance(saved, dict):
-            diff = sorted(k for k in set(ours) | set(saved) if ours.get(k, "<absent>") != saved.get(k, "<absent>"))
-            detail = "; ".join(f"{field}.{k}: sidecar {ours.get(k, '<absent>')!r} vs weights "
-                               f"{saved.get(k, '<absent>')!r}" for k in diff)
+            absent = "<absent>"
+            diff = sorted(k for k in set(ours) | set(saved) if ours.get(k, absent) != saved.get(k, absent))
+            detail = "; ".join(f"{field}.{k}: sidecar {ours.get(k, absent)!r} vs weights "
+                               f"{saved.get(k, absent)!r}" for k in diff)
         else:
             detail = f"{field}: sidecar {ours!r} vs weights {saved!r}"
         raise ValueError(f"{side}: sidecar disagrees with the configuration saved in {path.name} "

@@ -13,6 +13,7 @@ import torch
 NAME = "pickle"
 DESCRIPTION = "a raw Python pickle"
 SUFFIXES = (".pkl", ".pickle")
+READABLE = False
 _NVIDIA_MODULES = (b"dnnlib", b"torch_utils")  # what NVIDIA's StyleGAN pickles reference early
 
 
@@ -29,5 +30,5 @@ def read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         raise ValueError(f"{path}: seems to be an NVIDIA StyleGAN pickle (references dnnlib/"
                          "torch_utils); reading NVIDIA pickles is not yet supported, and pickles "
                          "are never unpickled")
-    raise ValueError(f"{path}: is a raw Python pickle; refused, because unpickling runs code from "
-                     "the file; save the weights as .safetensors with a .json sidecar instead")
+    raise ValueError(f"{path}: a raw Python pickle, refused: unpickling runs code from the file; "
+                     "save the weights as .safetensors with a .json sidecar instead")

@@ -19,6 +19,7 @@ import torch
 NAME = "safetensors"
 DESCRIPTION = "a safetensors file"
 SUFFIXES = (".safetensors",)
+READABLE = True
 FORMAT = "magnet_lab-checkpoint-1"
 _MAX_HEADER = 100_000_000  # the safetensors library's own limit on the JSON header
 

@@ -18,6 +18,7 @@ import torch
 NAME = "torch"
 DESCRIPTION = "a torch.save file"
 SUFFIXES = (".pt", ".pth")
+READABLE = True
 _ZIP_MAGIC = b"PK\x03\x04"
 # torch.serialization.MAGIC_NUMBER (0x1950a86a20f9469cfc6c) as the pickle LONG1 opcode writes it
 _LEGACY_MAGIC = b"\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"
@@ -42,8 +43,9 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     anything but tensors (naming the refused global, e.g. ``posix.system``, when torch names one),
     a corrupt or truncated file, or a payload that is not a dict of str → Tensor."""
     path = Path(path)
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+    try:  # a file object, not the path: torch.load would pick its own reader by suffix
+        with open(path, "rb") as fh:
+            obj = torch.load(fh, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:  # the weights-only unpickler refused something
         found = _GLOBAL.search(str(err))
         what = f"the disallowed global {found.group(1)}" if found else "a non-tensor object"
