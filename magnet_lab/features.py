@@ -223,13 +223,14 @@ def _missing_weights_message(kind: str) -> str:
 def _sanitized_weights(path: Path) -> Iterator[Path]:
     """A temporary copy of the state dict at ``path`` that we wrote ourselves.
 
-    torch-fidelity 0.4 reads ``feature_extractor_weights_path`` with ``torch.load(weights_only=False)``;
-    handing it a file re-saved from a ``weights_only=True`` load means it never unpickles the user's
-    bytes. The copy lives in a private folder under ``paths.cache_dir()`` and is deleted on exit.
+    torch-fidelity 0.4 reads ``feature_extractor_weights_path`` with a full ``torch.load``; handing
+    it a file we re-saved from ``readers.read_state_dict`` (safetensors or weights-only) means it
+    never unpickles the user's bytes. The copy (always ``.pth``: torch.load picks its reader by
+    suffix) lives in a private folder under ``paths.cache_dir()`` and is deleted on exit.
     """
     state = read_state_dict(path)  # by content; pickles and non-tensor objects are refused
     with tempfile.TemporaryDirectory(dir=paths.cache_dir(), prefix="fidelity-weights-") as tmp:
-        clean = Path(tmp) / path.name
+        clean = Path(tmp) / f"{path.stem}.pth"
         torch.save(state, clean)
         del state
         yield clean
@@ -287,12 +288,13 @@ def standard_extractor(kind: str = "inception", weights_path: str | os.PathLike 
     """Build torch-fidelity's standard ``kind`` extractor ("inception" or "vgg16") from a local file.
 
     The file is ``weights_path`` or the environment variable ``MAGNET_LAB_INCEPTION_WEIGHTS`` /
-    ``MAGNET_LAB_VGG16_WEIGHTS``; it is read with ``torch.load(weights_only=True)`` and must hold
+    ``MAGNET_LAB_VGG16_WEIGHTS``; it is read by ``models.readers.read_state_dict`` (safetensors or
+    ``torch.load(weights_only=True)``, chosen by content; pickles refused) and must hold
     the state dict torch-fidelity expects (``weights-inception-2015-12-05-6726825d.pth``;
     torchvision's ``vgg16-397923af.pth``). ``layer`` defaults to "2048" (Inception pool3) or
     "fc2_relu" (VGG16). Raises FileNotFoundError (saying which file and how to pass it) when no
-    file is given or it does not exist — it never downloads — and ValueError when the file is not
-    a plain state dict of the right network.
+    file is given or it does not exist — it never downloads — and ValueError naming the path when
+    the file is refused, damaged, or not a plain state dict of the right network.
     """
     path = _resolve_weights(kind, weights_path)
     spec = _STANDARD[kind]

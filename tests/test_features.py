@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from magnet_lab import features, metrics
 
@@ -85,3 +86,9 @@ def test_standard_inception_from_local_file_runs_offline(no_network, monkeypatch
     assert lib["recall"] == pytest.approx(feat["recall"])
     assert lib["fid"] == pytest.approx(feat["fid"], rel=1e-3)  # library works in float32
     assert not list((output_dirs / "cache").glob("fidelity-weights-*"))  # sanitised copies removed
+    # the same weights as a safetensors file: read by content, same features, sanitised copy too
+    st_path = tmp_path / "inception.safetensors"
+    save_file({k: v.contiguous() for k, v in state.items()}, str(st_path))
+    ext_st = features.standard_extractor("inception", st_path, layer="64")
+    assert torch.equal(features.extract_features(ext_st, real), feats[0])
+    assert metrics.fidelity_metrics(real, fake, ext_st, metrics=("fid",))["fid"] == pytest.approx(lib["fid"])
