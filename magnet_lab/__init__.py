@@ -1,8 +1,8 @@
 """magnet_lab: MaGNET and Polarity sampling for pre-trained piecewise-affine generators.
 
 Data flows one way: generator → ``spectra`` (log σ of the Jacobian per latent) → ``bank``
-(persisted log σ) → ``sampling`` (weights, indices) → generator again for images → ``metrics`` /
-attributes → ``plots``. ``load_generator`` is the one door for every model family.
+(persisted log σ) → ``sampling`` (weights, indices) → generator again for images → ``features``
+→ ``metrics`` / attributes → ``plots``. ``load_generator`` is the one door for every model family.
 """
 from __future__ import annotations
 

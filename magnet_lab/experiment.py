@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from . import attributes, bank, metrics, sampling
+from . import attributes, bank, features, metrics, sampling
 
 
 def candidate_bank(G: torch.nn.Module, generator_id: str, n: int, *, seed: int,
@@ -101,7 +101,7 @@ def evaluate(images: torch.Tensor, real_feats: torch.Tensor, classifier: torch.n
     ``attributes.bias_measures`` of the predicted classes, and the raw ``"predicted_labels"``
     ``[M]`` and ``"features"`` ``[M, F]`` for further comparisons.
     """
-    feats = metrics.extract_features(classifier, images)  # [M, F]
+    feats = features.extract_features(classifier, images)  # [M, F]
     labels = attributes.predict_classes(classifier, images)  # [M]
     return {"metrics": metrics.bootstrap_ci(real_feats, feats, n_boot=n_boot, seed=seed),
             "classes": attributes.bias_measures(labels, n_classes, n_boot=n_boot, seed=seed),

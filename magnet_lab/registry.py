@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from . import paths
-from .models.checkpoints import WEIGHT_SUFFIXES, build_model, load_checkpoint
+from .models.readers import WEIGHT_SUFFIXES, build_model, load_checkpoint
 from .models.fmnist import FmnistClassifier, FmnistDCGAN
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {

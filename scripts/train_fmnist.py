@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from magnet_lab import provenance, training
-from magnet_lab.models.checkpoints import save_checkpoint, sidecar_path
+from magnet_lab.models.readers import save_checkpoint, sidecar_path
 from magnet_lab.registry import load_classifier, load_generator
 
 

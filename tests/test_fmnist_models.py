@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from magnet_lab import data, paths, training
-from magnet_lab.models.checkpoints import load_checkpoint, save_checkpoint, sidecar_path
+from magnet_lab.models.readers import load_checkpoint, save_checkpoint, sidecar_path
 from magnet_lab.models.fmnist import (PIECEWISE_AFFINE_MODULES, FmnistClassifier, FmnistDCGAN)
 from magnet_lab.registry import ARCHITECTURES, GENERATORS, load_classifier, load_generator
 
@@ -190,8 +190,9 @@ def test_wrong_keys_are_named(tmp_path):
 
 
 def test_wrong_shapes_are_named(tmp_path):
-    path, _ = _tiny(tmp_path)
-    side = json.loads(sidecar_path(path).read_text())
+    path, model = _tiny(tmp_path)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))  # no metadata:
+    side = json.loads(sidecar_path(path).read_text())  # the sidecar is the only description
     side["kwargs"]["z_dim"] = 5
     sidecar_path(path).write_text(json.dumps(side))
     with pytest.raises(ValueError, match=r"net.0.weight: file \(392, 4\) vs model \(392, 5\)"):
@@ -225,7 +226,8 @@ def test_missing_checkpoint_is_file_not_found(tmp_path):
 
 
 def test_unknown_architecture_lists_known(tmp_path):
-    path, _ = _tiny(tmp_path)
+    path, model = _tiny(tmp_path)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))  # no metadata
     sidecar_path(path).write_text(json.dumps({"architecture": "StyleGAN9", "kwargs": {}}))
     with pytest.raises(ValueError, match="unknown architecture 'StyleGAN9'.*FmnistDCGAN"):
         load_generator(path)
