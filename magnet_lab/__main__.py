@@ -61,7 +61,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     log_w = sampling.log_weights(vb.log_sv, args.rho, top_k=args.top_k)
     sampling.check_ess(log_w)
     idx = sampling.resample(log_w, args.n, replace=False,
-                            generator=torch.Generator().manual_seed(args.seed))
+                            rng=torch.Generator().manual_seed(args.seed))
     G = load_generator(args.generator or vb.meta.get("generator_id"))
     with torch.no_grad():
         images = G(vb.latents[idx].to(next(G.parameters()).dtype))
