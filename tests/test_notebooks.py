@@ -77,7 +77,7 @@ def nb03(output_dirs):
 
 
 @pytest.fixture(scope="module")
-def nb04(output_dirs, nb03):  # after 03: reuses its cached candidate bank
+def nb04(output_dirs, nb03):  # after 03; its own 500-candidate smoke bank (03 uses 200)
     return reports.run_notebook("04", {"smoke": True, "seed": 0}, out_dir=output_dirs / "reports")
 
 
