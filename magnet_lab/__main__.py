@@ -162,7 +162,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
         raise UserError(f"--n {args.n} is more than the {n_candidates} candidates with positive "
                         f"weight in {args.bank}; lower --n, add --replace, or build a bigger bank")
     idx = sampling.resample(log_w, args.n, replace=args.replace,
-                            generator=torch.Generator().manual_seed(args.seed))
+                            rng=torch.Generator().manual_seed(args.seed))
     images = generate(G, vb.latents[idx])
     out = Path(args.out)
     fig, ax = plt.subplots(figsize=(8, 8))

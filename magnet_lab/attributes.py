@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from . import data, metrics
+from . import bootstrap, data
 from .models import batched
 
 
@@ -58,7 +58,7 @@ def bias_measures(labels: torch.Tensor, n_classes: int, *, n_boot: int = 1000,
     """Class distribution and bias of ``labels`` (int ``[N]``) with bootstrap CIs.
 
     Returns ``{"n", "class_freq": [{"value", "lo", "hi", ...}] * C, "kl_to_uniform": {...},
-    "max_min_ratio": {...}}``: each entry is ``metrics.bootstrap_statistic``'s percentile CI over
+    "max_min_ratio": {...}}``: each entry is ``bootstrap.bootstrap_statistic``'s percentile CI over
     resampled label sets (seeded). A max/min ratio CI is reported as computed; replicates in which
     a rare class vanishes are infinite, so it is computed with the frequency floored at 1/(2N)
     (documented in ``"max_min_ratio"["floor"]``) to keep the interval finite.
@@ -68,12 +68,12 @@ def bias_measures(labels: torch.Tensor, n_classes: int, *, n_boot: int = 1000,
     dist = lambda idx: class_distribution(labels[idx], n_classes)  # noqa: E731
     floor = 1.0 / (2 * n)
     out: dict[str, Any] = {"n": n}
-    out["class_freq"] = [metrics.bootstrap_statistic(lambda idx, c=c: float(dist(idx)[c]), n,
-                                                     n_boot, seed, level=level)
-                         for c in range(n_classes)]
-    out["kl_to_uniform"] = metrics.bootstrap_statistic(lambda idx: kl_to_uniform(dist(idx)), n,
+    out["class_freq"] = [bootstrap.bootstrap_statistic(lambda idx, c=c: float(dist(idx)[c]), n,
                                                        n_boot, seed, level=level)
-    out["max_min_ratio"] = metrics.bootstrap_statistic(
+                         for c in range(n_classes)]
+    out["kl_to_uniform"] = bootstrap.bootstrap_statistic(lambda idx: kl_to_uniform(dist(idx)), n,
+                                                         n_boot, seed, level=level)
+    out["max_min_ratio"] = bootstrap.bootstrap_statistic(
         lambda idx: max_min_ratio(dist(idx).clamp_min(floor)), n, n_boot, seed, level=level)
     out["max_min_ratio"]["floor"] = floor
     return out

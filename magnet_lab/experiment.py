@@ -1,18 +1,22 @@
 """The study pipeline the notebooks share: candidates → bank → samples → images → evaluation.
 
 ``candidate_bank`` builds (or resumes from the cache) the volume bank of N seeded Gaussian
-candidates; ``polarity_latents`` turns it into MaGNET/polarity samples; ``generate`` makes images
-(with truncation ψ as a generation-time setting); ``evaluate`` scores images against a real
-reference in the classifier's feature space, with bootstrap CIs.
+candidates; a ``Sampler`` (ρ, top_k, exact or authors' weights, with or without replacement, ψ)
+turns it into MaGNET/polarity samples (``polarity_indices`` / ``polarity_latents`` are the same
+as functions); ``models.generate`` makes images (truncation ψ is a generation-time setting);
+``evaluate`` scores images against a real reference in the classifier's feature space, with
+bootstrap CIs.
 """
 from __future__ import annotations
 
+import math
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from . import attributes, bank, features, metrics, sampling
+from . import attributes, bank, bootstrap, features, sampling
 
 
 def candidate_bank(G: torch.nn.Module, generator_id: str, n: int, *, seed: int,
@@ -45,9 +49,10 @@ def candidate_bank(G: torch.nn.Module, generator_id: str, n: int, *, seed: int,
 
 def polarity_log_weights(vb: bank.VolumeBank, rho: float, *, top_k: int | None = None,
                          exact_uniform: bool = False) -> torch.Tensor:
-    """Normalised log-weights ``[N]`` of the bank's candidates for polarity ρ over the top-k
-    singular values (ρ = 1: MaGNET). ``exact_uniform`` divides out the candidates' Gaussian prior
-    (the theory's exact weights; see ``sampling.log_weights``); it needs the bank's latents."""
+    """Normalised log-weights ``[N]`` of the bank's candidates for polarity ρ over the top_k
+    largest singular values (ρ = 1: MaGNET). ``exact_uniform`` divides out the candidates' Gaussian
+    prior (the theory's exact weights; see ``sampling.log_weights``); it needs the bank's latents.
+    Raises ValueError for exact weights without latents and as ``sampling.log_weights`` does."""
     log_prior = None
     if exact_uniform:
         if vb.latents is None:
@@ -57,22 +62,110 @@ def polarity_log_weights(vb: bank.VolumeBank, rho: float, *, top_k: int | None =
 
 
 def polarity_indices(vb: bank.VolumeBank, rho: float, n: int, *, seed: int,
-                     top_k: int | None = None, exact_uniform: bool = False) -> torch.Tensor:
-    """Indices ``[n]`` of ``n`` candidates resampled without replacement (Gumbel-top-k, seeded)
-    with ``polarity_log_weights(vb, rho, ...)``. Warns (``sampling.LowESSWarning``) when the
-    weights collapse."""
+                     top_k: int | None = None, exact_uniform: bool = False,
+                     replace: bool = False) -> torch.Tensor:
+    """Indices ``[n]`` (int64) of ``n`` candidates resampled with ``polarity_log_weights(vb, rho,
+    ...)`` by ``sampling.resample`` with ``rng = torch.Generator().manual_seed(seed)``: without
+    replacement (Gumbel-top-n, the authors' procedure, the default) or, with ``replace=True``,
+    i.i.d. draws from the weighted law. Warns (``sampling.LowESSWarning``) when the weights
+    collapse. Raises as ``sampling.resample`` does (e.g. ``n`` above the positive-weight
+    candidates without replacement)."""
     log_w = polarity_log_weights(vb, rho, top_k=top_k, exact_uniform=exact_uniform)
     sampling.check_ess(log_w)
-    return sampling.resample(log_w, n, replace=False, generator=torch.Generator().manual_seed(seed))
+    return sampling.resample(log_w, n, replace=replace, rng=torch.Generator().manual_seed(seed))
 
 
 def polarity_latents(vb: bank.VolumeBank, rho: float, n: int, *, seed: int,
-                     top_k: int | None = None, exact_uniform: bool = False) -> torch.Tensor:
-    """The latents ``[n, d]`` of ``polarity_indices(vb, rho, n, ...)``."""
+                     top_k: int | None = None, exact_uniform: bool = False,
+                     replace: bool = False) -> torch.Tensor:
+    """The latents ``[n, d]`` of ``polarity_indices(vb, rho, n, ...)``. Raises ValueError when the
+    bank stores no latents."""
     if vb.latents is None:
         raise ValueError("the bank stores no latents to resample")
     return vb.latents[polarity_indices(vb, rho, n, seed=seed, top_k=top_k,
-                                       exact_uniform=exact_uniform)]
+                                       exact_uniform=exact_uniform, replace=replace)]
+
+
+@dataclass(frozen=True)
+class Sampler:
+    """One sampler of a study, as data: how to turn a bank (or fresh noise) into ``n`` latents.
+
+    ``name`` labels it in tables and results. Bank samplers (the default) resample the bank's
+    candidates with weights ``vol_top_k^rho`` (``top_k`` None: all of the bank's columns;
+    ``exact_uniform`` divides out the Gaussian prior), with or without ``replace``ment, from
+    ``torch.Generator().manual_seed(seed)``; ``magnet_fraction < 1`` is the MaGNET appendix's
+    mixture (that fraction weighted, the rest plain, ``sampling.mixture_indices``).
+    ``fresh_latents=True`` ignores the weights and draws ``torch.randn(n, d)`` (float32) from
+    ``seed`` instead: the truncation baseline. ``psi`` is the truncation applied when generating
+    images (``models.generate(G, z, psi=sampler.psi)``). Raises ValueError on construction for a
+    non-finite ``rho``, ``psi`` outside ``(0, 1]``, ``magnet_fraction`` outside ``[0, 1]``, or a
+    fresh-latent sampler with weights (``rho`` ≠ 0 or ``exact_uniform``).
+    """
+
+    name: str
+    rho: float = 0.0
+    top_k: int | None = None
+    exact_uniform: bool = False
+    psi: float = 1.0
+    replace: bool = False
+    magnet_fraction: float = 1.0
+    fresh_latents: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"name must be a non-empty string, got {self.name!r}")
+        if isinstance(self.rho, bool) or not isinstance(self.rho, (int, float)) \
+                or not math.isfinite(self.rho):
+            raise ValueError(f"rho must be a finite number, got {self.rho!r}")
+        if not (isinstance(self.psi, (int, float)) and 0 < self.psi <= 1):
+            raise ValueError(f"psi must be in (0, 1], got {self.psi!r}")
+        if not (isinstance(self.magnet_fraction, (int, float)) and 0 <= self.magnet_fraction <= 1):
+            raise ValueError(f"magnet_fraction must be in [0, 1], got {self.magnet_fraction!r}")
+        if self.fresh_latents and (self.rho != 0 or self.exact_uniform):
+            raise ValueError(f"sampler {self.name!r}: fresh latents are unweighted; rho and "
+                             "exact_uniform apply to bank samplers only")
+
+    def as_dict(self) -> dict[str, Any]:
+        """The specification as a JSON-ready dict (for a results file)."""
+        return asdict(self)
+
+    def log_weights(self, vb: bank.VolumeBank) -> torch.Tensor:
+        """``polarity_log_weights(vb, rho, top_k=..., exact_uniform=...)``: ``[N]`` float64.
+        Raises ValueError for a fresh-latent sampler (it has no weights over the bank)."""
+        if self.fresh_latents:
+            raise ValueError(f"sampler {self.name!r} draws fresh latents: no weights over a bank")
+        return polarity_log_weights(vb, self.rho, top_k=self.top_k,
+                                    exact_uniform=self.exact_uniform)
+
+    def ess_fraction(self, vb: bank.VolumeBank) -> float:
+        """ESS / N of ``log_weights(vb)`` (``sampling.ess_fraction``), in ``(0, 1]``."""
+        return sampling.ess_fraction(self.log_weights(vb))
+
+    def indices(self, vb: bank.VolumeBank, n: int) -> torch.Tensor:
+        """Indices ``[n]`` (int64) into the bank: ``polarity_indices`` (same seed, same draws) or,
+        for ``magnet_fraction < 1``, ``sampling.mixture_indices``. Warns on a collapsed ESS;
+        raises ValueError for a fresh-latent sampler and as the resamplers do."""
+        if self.fresh_latents:
+            raise ValueError(f"sampler {self.name!r} draws fresh latents, not bank indices")
+        if self.magnet_fraction == 1:
+            return polarity_indices(vb, self.rho, n, seed=self.seed, top_k=self.top_k,
+                                    exact_uniform=self.exact_uniform, replace=self.replace)
+        log_w = self.log_weights(vb)
+        sampling.check_ess(log_w)
+        return sampling.mixture_indices(log_w, n, self.magnet_fraction,
+                                        rng=torch.Generator().manual_seed(self.seed),
+                                        replace=self.replace)
+
+    def latents(self, vb: bank.VolumeBank, n: int) -> torch.Tensor:
+        """``n`` latents ``[n, d]``: the bank's latents at ``indices(vb, n)``, or fresh
+        ``torch.randn(n, d)`` (float32) seeded with ``seed``. Raises ValueError when the bank
+        stores no latents."""
+        if vb.latents is None:
+            raise ValueError("the bank stores no latents (needed to resample them, and for d)")
+        if self.fresh_latents:
+            return torch.randn(n, vb.z_dim, generator=torch.Generator().manual_seed(self.seed))
+        return vb.latents[self.indices(vb, n)]
 
 
 def metric_table(evaluations: dict[str, dict[str, Any]],
@@ -96,13 +189,13 @@ def evaluate(images: torch.Tensor, real_feats: torch.Tensor, classifier: torch.n
              n_boot: int = 200, seed: int = 0, n_classes: int = 10) -> dict[str, Any]:
     """Score generated ``images`` ``[M, C, H, W]`` against real features ``[N, F]``.
 
-    Returns ``{"metrics": metrics.bootstrap_ci(...)}`` (FID, KID, precision, recall, density,
+    Returns ``{"metrics": bootstrap.bootstrap_ci(...)}`` (FID, KID, precision, recall, density,
     coverage with 95 % CIs, in the classifier's feature space), ``"classes"``:
     ``attributes.bias_measures`` of the predicted classes, and the raw ``"predicted_labels"``
     ``[M]`` and ``"features"`` ``[M, F]`` for further comparisons.
     """
     feats = features.extract_features(classifier, images)  # [M, F]
     labels = attributes.predict_classes(classifier, images)  # [M]
-    return {"metrics": metrics.bootstrap_ci(real_feats, feats, n_boot=n_boot, seed=seed),
+    return {"metrics": bootstrap.bootstrap_ci(real_feats, feats, n_boot=n_boot, seed=seed),
             "classes": attributes.bias_measures(labels, n_classes, n_boot=n_boot, seed=seed),
             "predicted_labels": labels, "features": feats}

@@ -5,10 +5,12 @@ Pushing a latent density ``q(z)`` through ``G`` gives, on the learned d-dimensio
 the output density ``q(z) / vol(z)`` at ``x = G(z)``, where
 ``vol(z) = sqrt(det(JᵀJ)) = ∏_i σ_i(J)`` and ``J = ∂G/∂z``. Everything here works on
 ``log_sv`` (``[N, r]`` float64, descending ``log σ`` of the Jacobian at N candidate latents, as
-stored in a :class:`magnet_lab.bank.VolumeBank`), so a bank computed once serves every ρ, k and
-mixture.
+stored in a :class:`magnet_lab.bank.VolumeBank`), so a bank computed once serves every ρ, top_k
+and mixture. Names: ``k`` is the number of singular values a bank *computed* (``r`` columns, the
+argument of ``spectra``); ``top_k <= r`` is the number *used* in the weights.
 
-Weights. ``log_weights`` returns normalised ``log w_i = ρ · Σ_{j≤k} log σ_ij − log_prior_i``
+Weights. ``log_volume`` is ``Σ_{j≤top_k} log σ_ij``; ``log_weights`` returns normalised
+``log w_i = ρ · log_volume_i − log_prior_i``
 (up to the log-normaliser); ρ=1 is MaGNET, general ρ is Polarity (ρ<0 favours modes / precision,
 ρ>0 anti-modes / recall, ρ=0 is plain sampling). Resampling candidates ``z_i ~ q`` with weight
 ``w_i`` draws (as N → ∞) from the latent law ``∝ q(z) · w(z)``. Two modes:
@@ -33,7 +35,8 @@ weight zero everywhere in this module.
 Truncation ψ is not a sampling concern: it is a generation-time setting of the generator (it
 changes G, hence the bank), so it does not appear here.
 
-Every random draw takes a ``seed`` or a ``torch.Generator``; a missing one means seed 0.
+Every random draw takes a ``seed`` or a ``torch.Generator`` (keyword ``rng``, so that
+``generator`` always means the model); a missing one means seed 0.
 """
 from __future__ import annotations
 
@@ -45,7 +48,7 @@ import torch
 from .validation import check_finite, check_latents
 
 __all__ = [
-    "LowESSWarning", "log_weights", "gaussian_latents", "gaussian_log_prior",
+    "LowESSWarning", "log_volume", "log_weights", "gaussian_latents", "gaussian_log_prior",
     "uniform_box_latents", "latents_from_seeds", "resample", "ess", "ess_fraction",
     "check_ess", "mixture_indices", "per_class_log_weights",
 ]
@@ -57,14 +60,14 @@ class LowESSWarning(UserWarning):
 
 # ----------------------------------------------------------------------------- helpers
 
-def _rng(seed: int | None, generator: torch.Generator | None) -> torch.Generator:
-    """``generator`` if given, else a fresh generator seeded with ``seed`` (default 0)."""
-    if generator is not None:
+def _rng(seed: int | None, rng: torch.Generator | None) -> torch.Generator:
+    """``rng`` if given, else a fresh ``torch.Generator`` seeded with ``seed`` (default 0)."""
+    if rng is not None:
         if seed is not None:
-            raise ValueError("pass either seed or generator, not both")
-        if not isinstance(generator, torch.Generator):
-            raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-        return generator
+            raise ValueError("pass either seed or rng, not both")
+        if not isinstance(rng, torch.Generator):
+            raise TypeError(f"rng must be a torch.Generator, got {type(rng).__name__}")
+        return rng
     if seed is None:
         seed = 0
     if isinstance(seed, bool) or not isinstance(seed, int):
@@ -101,13 +104,34 @@ def _check_log_w(log_w: torch.Tensor, name: str = "log_w") -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- weights
 
+def log_volume(log_sv: torch.Tensor, top_k: int | None = None) -> torch.Tensor:
+    """Log-volume ``Σ_{j<top_k} log_sv[:, j]`` ``[N]`` (float64, CPU) of each candidate: the log of
+    the product of its ``top_k`` largest singular values (``top_k`` None: all r columns, the full
+    ``log sqrt(det JᵀJ)`` when the bank computed all of them). ``log_sv`` is ``[N, r]`` with rows
+    sorted descending. Non-finite values pass through (-inf for σ = 0). Raises TypeError/ValueError
+    for a ``log_sv`` that is not a floating ``[N, r]`` tensor or ``top_k`` outside ``[1, r]``."""
+    if not isinstance(log_sv, torch.Tensor) or not log_sv.is_floating_point():
+        raise TypeError(f"log_sv must be a floating-point torch.Tensor [N, r], got "
+                        f"{getattr(log_sv, 'dtype', type(log_sv).__name__)}")
+    if log_sv.ndim != 2 or log_sv.shape[0] == 0 or log_sv.shape[1] == 0:
+        raise ValueError(f"log_sv must have shape [N, r] with N, r >= 1, got {tuple(log_sv.shape)}")
+    r = log_sv.shape[1]
+    if top_k is None:
+        top_k = r
+    if isinstance(top_k, bool) or not isinstance(top_k, int):
+        raise TypeError(f"top_k must be an int or None, got {type(top_k).__name__}")
+    if not 1 <= top_k <= r:
+        raise ValueError(f"top_k must be in [1, r={r}] (log_sv has {r} columns), got {top_k}")
+    return log_sv.detach().to("cpu", torch.float64)[:, :top_k].sum(1)  # [N]
+
+
 def log_weights(log_sv: torch.Tensor, rho: float, top_k: int | None = None, *,
                 log_prior: torch.Tensor | None = None) -> torch.Tensor:
     """Normalised Polarity/MaGNET log-weights ``[N]`` float64 (``logsumexp == 0``) from ``log_sv``.
 
     ``log_sv`` is ``[N, r]`` (descending ``log σ`` per row, natural log); the weight of candidate
-    i is ``log w_i = rho · Σ_{j<k} log_sv[i, j] − log_prior[i]`` with ``k = top_k`` (None: all r
-    columns; the first k columns are used and must be the largest) and ``log_prior`` the
+    i is ``log w_i = rho · Σ_{j<top_k} log_sv[i, j] − log_prior[i]`` (``top_k`` None: all r
+    columns; the first top_k columns are used and must be the largest) and ``log_prior`` the
     candidates' log density ``[N]`` (None: the authors' released behaviour, prior kept -- see
     the module docstring). ρ=1 is MaGNET. Non-finite policy: NaN or +inf in the used columns
     raises ValueError (count named); -inf (σ=0) is ignored for ρ=0 and excluded (weight zero,
@@ -178,17 +202,17 @@ def log_weights(log_sv: torch.Tensor, rho: float, top_k: int | None = None, *,
 # ----------------------------------------------------------------------------- candidates
 
 def gaussian_latents(n: int, z_dim: int, seed: int | None = None, *,
-                     generator: torch.Generator | None = None,
+                     rng: torch.Generator | None = None,
                      dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """``n`` standard-normal latents ``[n, z_dim]`` of ``dtype`` on CPU, drawn with ``generator``
-    or a fresh generator seeded with ``seed`` (default 0); drawn in float64 and cast, so a seed
-    gives the same latents, up to rounding, in every dtype. Raises ValueError/TypeError for
-    ``n``/``z_dim`` < 1, a non-float dtype, or both seed and generator given."""
+    """``n`` standard-normal latents ``[n, z_dim]`` of ``dtype`` on CPU, drawn with the
+    ``torch.Generator`` ``rng`` or a fresh one seeded with ``seed`` (default 0); drawn in float64
+    and cast, so a seed gives the same latents, up to rounding, in every dtype. Raises
+    ValueError/TypeError for ``n``/``z_dim`` < 1, a non-float dtype, or both seed and rng given."""
     _check_count(n)
     _check_count(z_dim, "z_dim")
     if not dtype.is_floating_point:
         raise TypeError(f"dtype must be a floating dtype, got {dtype}")
-    g = _rng(seed, generator)
+    g = _rng(seed, rng)
     return torch.randn(n, z_dim, generator=g, dtype=torch.float64).to(dtype)
 
 
@@ -218,18 +242,19 @@ def gaussian_log_prior(z: torch.Tensor) -> torch.Tensor:
 
 
 def uniform_box_latents(n: int, z_dim: int, half_width: float, seed: int | None = None, *,
-                        generator: torch.Generator | None = None,
+                        rng: torch.Generator | None = None,
                         dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """``n`` latents ``[n, z_dim]`` uniform in the box ``[−half_width, half_width]^z_dim``.
     With ``log_weights(..., rho=1, log_prior=None)`` on these candidates, resampling is exactly
-    uniform on ``G(box)``. Raises ValueError for a non-positive or non-finite ``half_width``."""
+    uniform on ``G(box)``. Drawn with ``rng`` or a fresh generator seeded with ``seed`` (default
+    0). Raises ValueError for a non-positive or non-finite ``half_width``."""
     _check_count(n)
     _check_count(z_dim, "z_dim")
     if not (isinstance(half_width, (int, float)) and math.isfinite(half_width) and half_width > 0):
         raise ValueError(f"half_width must be a finite positive number, got {half_width!r}")
     if not dtype.is_floating_point:
         raise TypeError(f"dtype must be a floating dtype, got {dtype}")
-    g = _rng(seed, generator)
+    g = _rng(seed, rng)
     u = torch.rand(n, z_dim, generator=g, dtype=torch.float64)
     return ((2.0 * u - 1.0) * float(half_width)).to(dtype)
 
@@ -237,18 +262,18 @@ def uniform_box_latents(n: int, z_dim: int, half_width: float, seed: int | None 
 # ----------------------------------------------------------------------------- resampling
 
 def resample(log_w: torch.Tensor, n: int, replace: bool = False,
-             generator: torch.Generator | None = None) -> torch.Tensor:
+             rng: torch.Generator | None = None) -> torch.Tensor:
     """Indices ``[n]`` (int64) of candidates drawn with probability ∝ ``exp(log_w)`` (``[N]``,
     need not be normalised; -inf = weight zero, never drawn). ``replace=True``: i.i.d. categorical
     draws (inverse CDF on ``exp(log_w − max)`` in float64, no limit on N). ``replace=False``:
     Gumbel-top-n, i.e. argtop-n of ``log_w + Gumbel noise``, which equals sequential sampling
     without replacement with probability ∝ w among the remaining (Plackett–Luce); indices come in
-    draw order. ``generator=None`` means a fresh ``torch.Generator().manual_seed(0)``. Raises for
+    draw order. ``rng=None`` means a fresh ``torch.Generator().manual_seed(0)``. Raises for
     a non-1-D/empty ``log_w``, NaN/+inf, ``n < 1``, or ``n`` above the number of positive-weight
     candidates when ``replace=False``."""
     log_w = _check_log_w(log_w)
     _check_count(n)
-    g = _rng(None, generator)
+    g = _rng(None, rng)
     n_pos = int(torch.isfinite(log_w).sum())
     if replace:
         p = torch.exp(log_w - log_w.max())  # [N], max weight 1
@@ -299,20 +324,20 @@ def check_ess(log_w: torch.Tensor, min_fraction: float = 1e-3) -> float:
 
 
 def mixture_indices(log_w: torch.Tensor, n: int, fraction: float,
-                    generator: torch.Generator | None = None, replace: bool = False
+                    rng: torch.Generator | None = None, replace: bool = False
                     ) -> torch.Tensor:
     """The MaGNET appendix's "% MaGNET" mixture: ``[n]`` int64 indices whose first
     ``m = round(fraction · n)`` (half up) are drawn with ``resample(log_w, m, replace)`` and the
     remaining ``n − m`` uniformly over all N candidates (plain sampling, zero-weight candidates
     included); with ``replace=False`` the two parts are disjoint (all n indices distinct).
-    ``generator=None`` means seed 0. Raises ValueError for ``fraction`` outside ``[0, 1]``,
+    ``rng=None`` means seed 0. Raises ValueError for ``fraction`` outside ``[0, 1]``,
     ``n > N`` without replacement, and as ``resample`` does."""
     log_w = _check_log_w(log_w)
     _check_count(n)
     if not (isinstance(fraction, (int, float)) and not isinstance(fraction, bool)
             and 0 <= fraction <= 1):
         raise ValueError(f"fraction must be a number in [0, 1], got {fraction!r}")
-    g = _rng(None, generator)
+    g = _rng(None, rng)
     n_all = log_w.shape[0]
     if not replace and n > n_all:
         raise ValueError(f"cannot draw n={n} distinct indices from N={n_all} candidates")

@@ -81,8 +81,50 @@ def test_polarity_indices_rho0_is_plain_and_exact_uniform_divides_the_prior(tmp_
     assert sorted(idx0.tolist()) == list(range(50))  # all candidates, each once
     a = experiment.polarity_indices(vb, 1.0, 5, seed=1, exact_uniform=True)
     log_w = sampling.log_weights(vb.log_sv, 1.0, log_prior=sampling.gaussian_log_prior(vb.latents))
-    b = sampling.resample(log_w, 5, generator=torch.Generator().manual_seed(1))
+    b = sampling.resample(log_w, 5, rng=torch.Generator().manual_seed(1))
     assert torch.equal(a, b)
+
+
+def test_polarity_indices_with_replacement_are_iid_draws_from_the_weighted_law(tmp_path):
+    vb = experiment.candidate_bank(TinyGen(), "tiny", 30, seed=0, directory=tmp_path)
+    idx = experiment.polarity_indices(vb, 1.0, 90, seed=4, top_k=2, replace=True)
+    log_w = sampling.log_weights(vb.log_sv, 1.0, top_k=2)
+    assert torch.equal(idx, sampling.resample(log_w, 90, replace=True,
+                                              rng=torch.Generator().manual_seed(4)))
+    assert idx.unique().numel() < 30  # 90 draws from 30 candidates: repeats are the point
+    with pytest.raises(ValueError, match="without replacement"):
+        experiment.polarity_indices(vb, 1.0, 90, seed=4, top_k=2)  # the default: replace=False
+
+
+def test_sampler_draws_what_its_specification_says(tmp_path):
+    vb = experiment.candidate_bank(TinyGen(), "tiny", 40, seed=0, directory=tmp_path)
+    magnet = experiment.Sampler("magnet", rho=1.0, top_k=2, seed=7)
+    assert torch.equal(magnet.indices(vb, 10), experiment.polarity_indices(vb, 1.0, 10, seed=7, top_k=2))
+    assert torch.equal(magnet.latents(vb, 10), vb.latents[magnet.indices(vb, 10)])
+    assert magnet.ess_fraction(vb) == pytest.approx(sampling.ess_fraction(
+        sampling.log_weights(vb.log_sv, 1.0, top_k=2)))
+    exact = experiment.Sampler("exact", rho=1.0, exact_uniform=True, replace=True, seed=7)
+    log_w = sampling.log_weights(vb.log_sv, 1.0, log_prior=sampling.gaussian_log_prior(vb.latents))
+    torch.testing.assert_close(exact.log_weights(vb), log_w)
+    assert torch.equal(exact.indices(vb, 60), sampling.resample(
+        log_w, 60, replace=True, rng=torch.Generator().manual_seed(7)))
+    mixed = experiment.Sampler("half", rho=2.0, magnet_fraction=0.5, seed=3)
+    assert torch.equal(mixed.indices(vb, 12), sampling.mixture_indices(
+        sampling.log_weights(vb.log_sv, 2.0), 12, 0.5, rng=torch.Generator().manual_seed(3)))
+    fresh = experiment.Sampler("psi=0.7", psi=0.7, fresh_latents=True, seed=2)
+    assert torch.equal(fresh.latents(vb, 5), torch.randn(5, 3, generator=torch.Generator().manual_seed(2)))
+    with pytest.raises(ValueError, match="fresh latents"):
+        fresh.indices(vb, 5)
+    assert experiment.Sampler(**exact.as_dict()) == exact and exact.as_dict()["replace"] is True
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(rho=float("nan")), "rho"), (dict(psi=0.0), "psi"), (dict(psi=1.5), "psi"),
+    (dict(magnet_fraction=1.2), "magnet_fraction"), (dict(rho=1.0, fresh_latents=True), "fresh"),
+])
+def test_sampler_rejects_inconsistent_specifications(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        experiment.Sampler("bad", **kwargs)
 
 
 def test_kl_to_uniform_and_ratio_closed_forms():

@@ -65,6 +65,23 @@ def test_top_k_uses_only_the_first_k_columns():
     assert not torch.allclose(log_weights(changed, 2.0), log_weights(log_sv, 2.0))
 
 
+def test_log_volume_sums_the_top_k_log_sigmas_and_weights_are_rho_times_it():
+    sv = torch.tensor([[2.0, 1.0, 0.5], [3.0, 0.5, 0.25]], dtype=torch.float64)
+    torch.testing.assert_close(sampling.log_volume(sv.log(), 2),
+                               torch.tensor([2.0, 1.5], dtype=torch.float64).log())
+    torch.testing.assert_close(sampling.log_volume(sv.log()),
+                               torch.tensor([1.0, 0.375], dtype=torch.float64).log())
+    log_sv = _sorted_log_sv(30, 5, seed=3)
+    for top_k in (1, 4, None):
+        lv = sampling.log_volume(log_sv, top_k)
+        torch.testing.assert_close(log_weights(log_sv, -1.5, top_k), torch.log_softmax(-1.5 * lv, 0))
+    assert sampling.log_volume(log_sv.float(), 2).dtype == torch.float64
+    with pytest.raises(ValueError, match="top_k must be in"):
+        sampling.log_volume(log_sv, 6)
+    with pytest.raises(ValueError, match=r"\[N, r\]"):
+        sampling.log_volume(log_sv[0], 2)
+
+
 def test_top_k_errors():
     log_sv = _sorted_log_sv(4, 3)
     with pytest.raises(ValueError, match="top_k must be in"):
@@ -95,13 +112,13 @@ def test_uniform_box_candidates_with_rho1_give_uniform_output_on_the_manifold():
     z = uniform_box_latents(100_000, 1, half_width=h, seed=4, dtype=torch.float64)
     slope = torch.where(z[:, 0] < 0, a_neg, a_pos).to(torch.float64)
     lw = log_weights(slope.log()[:, None], 1.0)
-    idx = resample(lw, 3000, replace=True, generator=torch.Generator().manual_seed(5))
+    idx = resample(lw, 3000, replace=True, rng=torch.Generator().manual_seed(5))
     x = (slope * z[:, 0])[idx].numpy()  # G(z) of the resampled latents
     lo, hi = -a_neg * h, a_pos * h
     assert scipy.stats.kstest(x, scipy.stats.uniform(loc=lo, scale=hi - lo).cdf).pvalue > 1e-3
     # plain sampling (rho = 0) is far from uniform on G(box): only 1/7 of the length is negative
     idx0 = resample(log_weights(slope.log()[:, None], 0.0), 3000, replace=True,
-                    generator=torch.Generator().manual_seed(5))
+                    rng=torch.Generator().manual_seed(5))
     x0 = (slope * z[:, 0])[idx0].numpy()
     assert scipy.stats.kstest(x0, scipy.stats.uniform(loc=lo, scale=hi - lo).cdf).pvalue < 1e-6
 
@@ -185,8 +202,13 @@ def test_latent_draws_are_seeded_and_checked():
     torch.testing.assert_close(gaussian_latents(5, 3, seed=7), gaussian_latents(5, 3, seed=7))
     assert not torch.equal(gaussian_latents(5, 3, seed=7), gaussian_latents(5, 3, seed=8))
     torch.testing.assert_close(gaussian_latents(5, 3), gaussian_latents(5, 3, seed=0))
-    with pytest.raises(ValueError, match="either seed or generator"):
-        gaussian_latents(5, 3, seed=1, generator=torch.Generator())
+    with pytest.raises(ValueError, match="either seed or rng"):
+        gaussian_latents(5, 3, seed=1, rng=torch.Generator())
+    with pytest.raises(TypeError, match="rng must be a torch.Generator"):
+        gaussian_latents(5, 3, rng=0)
+    # a torch.Generator goes by rng=, never generator= (generator is the model)
+    with pytest.raises(TypeError, match="generator"):
+        gaussian_latents(5, 3, generator=torch.Generator())
     box = uniform_box_latents(2000, 2, half_width=1.5, seed=1, dtype=torch.float64)
     assert box.abs().max() <= 1.5 and box.abs().max() > 1.4
     with pytest.raises(ValueError, match="half_width"):
@@ -211,7 +233,7 @@ def test_gumbel_top_k_matches_plackett_luce_pair_and_inclusion_probabilities():
     log_w = torch.tensor(np.log(w))
     reps = 20_000
     g = torch.Generator().manual_seed(123)
-    draws = torch.stack([resample(log_w, 2, replace=False, generator=g) for _ in range(reps)])
+    draws = torch.stack([resample(log_w, 2, replace=False, rng=g) for _ in range(reps)])
     assert (draws[:, 0] != draws[:, 1]).all()
     probs = _plackett_luce_pair_probs(w)
     pairs = list(probs)
@@ -232,7 +254,7 @@ def test_multinomial_frequencies_match_weights():
     with np.errstate(divide="ignore"):
         log_w = torch.tensor(np.log(w))
     reps = 40_000
-    idx = resample(log_w, reps, replace=True, generator=torch.Generator().manual_seed(9))
+    idx = resample(log_w, reps, replace=True, rng=torch.Generator().manual_seed(9))
     counts = np.bincount(idx.numpy(), minlength=5)
     assert counts[2] == 0  # zero weight is never drawn
     keep = w > 0
@@ -249,6 +271,36 @@ def test_same_generator_seed_gives_identical_indices():
         assert torch.equal(a, b) and not torch.equal(a, c)
         assert torch.equal(resample(log_w, 30, replace), resample(log_w, 30, replace))  # seed 0
     assert resample(log_w, 100).unique().numel() == 100
+
+
+def _weighted_ks_pvalue(x: torch.Tensor, p: torch.Tensor, drawn: torch.Tensor) -> float:
+    """KS p-value of the values ``drawn`` against the discrete law putting mass p_i on x_i."""
+    order = x.argsort()
+    xs, cdf = x[order].numpy(), torch.cumsum(p[order], 0).numpy()
+
+    def law_cdf(v: np.ndarray) -> np.ndarray:
+        k = np.searchsorted(xs, v, side="right")
+        return np.where(k > 0, cdf[np.maximum(k - 1, 0)], 0.0)
+
+    return float(scipy.stats.kstest(drawn.numpy(), law_cdf).pvalue)
+
+
+def test_with_replacement_draws_follow_the_weighted_law_and_gumbel_top_k_does_not_at_low_ess():
+    # Log-normal weights w = exp(s·ξ) with ESS/N = exp(-s²) ≈ 0.09; drawing 1/8 of the candidates.
+    # Multinomial draws with replacement are i.i.d. from the weighted law and pass a KS test
+    # against it; Gumbel-top-k without replacement cannot take a heavy candidate twice, so its
+    # draws under-represent the high-weight tail and fail it, on every seed.
+    n_cand, n_draw = 40_000, 5_000
+    xi = torch.randn(n_cand, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    log_w = math.sqrt(math.log(1 / 0.09)) * xi  # [N]
+    assert 0.05 < ess_fraction(log_w) < 0.15
+    p = torch.softmax(log_w, 0)
+    for seed in (0, 1, 2):
+        with_rep = resample(log_w, n_draw, replace=True, rng=torch.Generator().manual_seed(seed))
+        without = resample(log_w, n_draw, replace=False, rng=torch.Generator().manual_seed(seed))
+        assert _weighted_ks_pvalue(xi, p, xi[with_rep]) > 0.01, seed
+        assert _weighted_ks_pvalue(xi, p, xi[without]) < 1e-6, seed
+        assert float(xi[without].mean()) < float((p * xi).sum())  # the tail is what is missing
 
 
 def test_resample_errors():

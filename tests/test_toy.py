@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from scipy import stats
@@ -219,3 +220,63 @@ def test_bad_arguments_raise_clear_errors(curve_gen):
         toy.arclength_coordinate(curve_gen, torch.zeros(3, 1, dtype=DT), 1.0, -1.0)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         toy.target_points("curve", torch.tensor([[1.5]], dtype=DT))
+
+
+# ----------------------------------------------------------------------------- uniformity tests
+
+def test_arclength_ks_is_scipys_test_of_the_arclength_coordinate_and_separates_laws():
+    # a straight line: s = (z - lo) / (hi - lo), so uniform latents are uniform in arc length
+    net = nn.Sequential(nn.Linear(1, 2)).to(DT)
+    g = torch.Generator().manual_seed(11)
+    z_unif = -1.0 + 3.0 * torch.rand(2000, 1, generator=g, dtype=DT)
+    out = toy.arclength_ks(net, z_unif, -1.0, 2.0)
+    ref = stats.kstest(((z_unif[:, 0] + 1) / 3).numpy(), "uniform")
+    assert out == pytest.approx({"ks_stat": ref.statistic, "ks_p": ref.pvalue}, rel=1e-9)
+    assert out["ks_p"] > 0.01
+    z_squashed = -1.0 + 3.0 * torch.rand(2000, 1, generator=g, dtype=DT) ** 2  # piles up at lo
+    assert toy.arclength_ks(net, z_squashed, -1.0, 2.0)["ks_p"] < 1e-6
+
+
+def test_cell_chi2_follows_area_shares_and_drops_cells_below_five_expected():
+    area = torch.tensor([[1.0, 1.0], [2.0, 0.01]], dtype=DT)  # cell (1, 1): 0.25 % of the area
+    g = torch.Generator().manual_seed(12)
+    n = 1000
+    share = (area / area.sum()).flatten()
+    cells = torch.multinomial(share, n, replacement=True, generator=g)  # cell index i * 2 + j
+    z = torch.stack([cells // 2, cells % 2], 1).to(DT) - 1 + torch.rand(n, 2, generator=g, dtype=DT)
+    z = z.clamp(-1.0, 1.0)  # cell (i, j) covers [i - 1, i] × [j - 1, j] on [-1, 1]²
+    out = toy.cell_chi2(z, area, -1.0, 1.0)
+    assert out["chi2_cells"] == 3  # 1000 · 0.0025 = 2.5 < 5 expected: left out
+    counts = toy.cell_counts(z, -1.0, 1.0, 2).flatten()[:3].to(DT)
+    expected = share[:3] / share[:3].sum() * counts.sum()
+    assert out["chi2_stat"] == pytest.approx(float(((counts - expected) ** 2 / expected).sum()),
+                                             rel=1e-12)
+    assert out["chi2_p"] > 0.01
+    flat = toy.cell_chi2(z, torch.ones(2, 2, dtype=DT), -1.0, 1.0)  # wrong shares: rejected
+    assert flat["chi2_cells"] == 4 and flat["chi2_p"] < 1e-6
+    with pytest.raises(ValueError, match="expected count"):
+        toy.cell_chi2(z[:10], area, -1.0, 1.0)
+    with pytest.raises(ValueError, match="square"):
+        toy.cell_chi2(z, area[:1], -1.0, 1.0)
+
+
+def test_density_check_of_a_line_is_the_truncated_gaussian_of_the_arclength(curve_gen):
+    # on a straight line of speed c the density of s = (z - lo)/(hi - lo) is the truncated normal
+    # (hi - lo) φ(z) / P(lo ≤ z ≤ hi): known in closed form
+    net = nn.Sequential(nn.Linear(1, 2)).to(DT)
+    g = torch.Generator().manual_seed(13)
+    z = torch.randn(40_000, 1, generator=g, dtype=DT)
+    z = z[(z[:, 0] >= -2.0) & (z[:, 0] <= 1.0)]
+    check = toy.arclength_density_check(net, z, -2.0, 1.0, bins=20, n_grid=3001)
+    z_grid = -2.0 + 3.0 * torch.from_numpy(check.s_grid)
+    p_int = stats.norm.cdf(1.0) - stats.norm.cdf(-2.0)
+    np_expected = 3.0 * stats.norm.pdf(z_grid.numpy()) / p_int
+    assert np.allclose(check.density, np_expected, rtol=1e-10)
+    assert check.summary["integral_of_analytic_density"] == pytest.approx(1.0, abs=1e-6)
+    assert check.summary["n_mc"] == len(z) and check.summary["chi2_p"] > 1e-3
+    assert check.edges.shape == (21,) and check.hist_density.shape == (20,)
+    # the learned curve's analytic density also matches its Monte Carlo histogram
+    zc = torch.randn(20_000, 1, generator=g, dtype=DT)
+    zc = zc[zc[:, 0].abs() <= HI]
+    learned = toy.arclength_density_check(curve_gen, zc, LO, HI).summary
+    assert abs(learned["integral_of_analytic_density"] - 1) < 5e-3 and learned["chi2_p"] > 1e-3

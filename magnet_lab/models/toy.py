@@ -25,14 +25,17 @@ Latents beyond |z| ≈ 2.5 are rarely trained on, so the learned geometry is poo
 Helpers for uniformity checks on the *learned* manifold (exact for the CPA net, not for γ):
 ``arclength_coordinate`` (curve; exact, from the breakpoints of ``spline.regions_along_segment``)
 for KS tests, and ``cell_area`` / ``cell_counts`` (surface; latent grid cells, their image areas and
-sample counts) for chi-square tests. Samples uniform on the image of a latent box have latent
+sample counts) for chi-square tests; ``arclength_ks``, ``cell_chi2`` and
+``arclength_density_check`` run those tests. Samples uniform on the image of a latent box have latent
 density ∝ ``exp(half_logdet(A_ω))`` on the box (G injective), so cell probabilities are area shares.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -42,9 +45,13 @@ from ..validation import check_latents
 
 __all__ = [
     "CURVE_THETA_MAX",
+    "DensityCheck",
     "ToyGenerator",
     "arclength_coordinate",
+    "arclength_density_check",
+    "arclength_ks",
     "cell_area",
+    "cell_chi2",
     "cell_counts",
     "curve_length",
     "ideal_generator",
@@ -382,3 +389,100 @@ def cell_counts(z: Tensor, lo: float, hi: float, bins: int) -> Tensor:
     idx = ((z64 - lo) / (hi - lo) * bins).floor().long().clamp(0, bins - 1)  # [N, 2]
     flat = idx[:, 0] * bins + idx[:, 1]
     return torch.bincount(flat, minlength=bins * bins).view(bins, bins)
+
+
+# ----------------------------------------------------------------------------- uniformity tests
+
+def arclength_ks(gen: nn.Module, z: Tensor, lo: float, hi: float) -> dict[str, float]:
+    """KS test of the normalised arc-length coordinate ``arclength_coordinate(gen, z, lo, hi)``
+    (``z`` ``[N, 1]`` in [lo, hi]) against Uniform(0, 1): samples uniform in arc length on the
+    learned curve ``G([lo, hi])`` pass it. Returns ``{"ks_stat", "ks_p"}`` (scipy's two-sided
+    exact/asymptotic KS). Raises as ``arclength_coordinate`` does."""
+    from scipy import stats
+
+    ks = stats.kstest(arclength_coordinate(gen, z, lo, hi).numpy(), "uniform")
+    return {"ks_stat": float(ks.statistic), "ks_p": float(ks.pvalue)}
+
+
+def cell_chi2(z: Tensor, area: Tensor, lo: float, hi: float,
+              min_expected: float = 5.0) -> dict[str, float | int]:
+    """χ² test of latent-cell counts against image-area shares, for a 2-D-latent generator.
+
+    ``area`` is ``cell_area(gen, lo, hi, bins, ...)`` ``[bins, bins]``; ``z`` ``[N, 2]`` latents in
+    [lo, hi]². Samples uniform on the image of the box fall in cell c with probability
+    ``area_c / Σ area``. Cells whose expected count ``N · share`` is below ``min_expected`` (the
+    usual rule: 5) are left out and the kept shares renormalised to the kept counts. Returns
+    ``{"chi2_stat", "chi2_p", "chi2_cells"}`` (cells kept). Raises ValueError for a non-square,
+    non-positive or non-finite ``area``, fewer than 2 cells kept, and as ``cell_counts`` does."""
+    from scipy import stats
+
+    if not isinstance(area, Tensor) or area.ndim != 2 or area.shape[0] != area.shape[1]:
+        raise ValueError(f"area must be a square [bins, bins] tensor, got "
+                         f"{tuple(getattr(area, 'shape', ()))}")
+    if not bool(torch.isfinite(area).all()) or bool((area < 0).any()) or float(area.sum()) <= 0:
+        raise ValueError("area must be finite and non-negative with a positive sum")
+    share = (area / area.sum()).flatten().numpy()  # [bins²]
+    counts = cell_counts(z, lo, hi, area.shape[0]).flatten().numpy()  # [bins²]
+    keep = share * z.shape[0] >= min_expected
+    if int(keep.sum()) < 2:
+        raise ValueError(f"only {int(keep.sum())} cells have an expected count >= {min_expected} "
+                         f"with N={z.shape[0]} samples; use fewer bins or more samples")
+    expected = share[keep] / share[keep].sum() * counts[keep].sum()
+    chi = stats.chisquare(counts[keep], expected)
+    return {"chi2_stat": float(chi.statistic), "chi2_p": float(chi.pvalue),
+            "chi2_cells": int(keep.sum())}
+
+
+@dataclass(frozen=True)
+class DensityCheck:
+    """``arclength_density_check``'s result: ``summary`` (JSON-ready numbers) and the arrays to
+    draw it: histogram ``edges`` ``[bins + 1]`` and ``hist_density`` ``[bins]`` of the samples'
+    arc-length coordinate, and the analytic density ``density`` on the grid ``s_grid`` ``[M]``."""
+
+    summary: dict[str, float | int]
+    edges: np.ndarray
+    hist_density: np.ndarray
+    s_grid: np.ndarray
+    density: np.ndarray
+
+
+def arclength_density_check(gen: nn.Module, z: Tensor, lo: float, hi: float, bins: int = 40,
+                            n_grid: int = 20_001) -> DensityCheck:
+    """Compare the analytic pushforward density with a histogram along a learned curve.
+
+    ``z`` ``[N, 1]`` are N(0, 1) latents restricted to [lo, hi] (filter them first). Their
+    normalised arc-length coordinate s has density ``L · p_G(G(z)) / P(lo ≤ z ≤ hi)`` on [0, 1]
+    (``p_G`` from ``spline.log_density``, L the curve length), evaluated on ``n_grid`` latents and
+    integrated per bin (trapezoid in s) into bin probabilities; the histogram of ``bins`` equal
+    bins is χ²-tested against them. ``summary`` holds n_mc, bins, chi2_stat, chi2_p,
+    integral_of_analytic_density (≈ 1), median_rel_err and max_rel_err_bins_with_100_counts (per
+    bin, against the density averaged over the bin: p_G jumps at region boundaries) and
+    max_abs_z_score (per-bin (count − expected) / √expected). Raises ValueError for ``bins`` < 2,
+    ``n_grid`` < 2, and as ``arclength_coordinate`` does."""
+    from scipy import stats
+
+    if bins < 2 or n_grid < 2:
+        raise ValueError(f"bins and n_grid must be >= 2, got {bins} and {n_grid}")
+    s_mc = arclength_coordinate(gen, z, lo, hi).numpy()  # [N]
+    length = curve_length(gen, lo, hi)
+    p_interval = 0.5 * (math.erf(hi / math.sqrt(2)) - math.erf(lo / math.sqrt(2)))
+    z_grid = torch.linspace(lo, hi, n_grid, dtype=torch.float64)[:, None]  # [M, 1]
+    s_grid = arclength_coordinate(gen, z_grid, lo, hi).numpy()  # [M]
+    density = (length * spline.log_density(gen, z_grid).exp() / p_interval).numpy()  # [M] of s
+    edges = np.linspace(0, 1, bins + 1)
+    counts, _ = np.histogram(s_mc, edges)
+    cum = np.concatenate([[0], np.cumsum(0.5 * (density[1:] + density[:-1]) * np.diff(s_grid))])
+    p_bins = np.diff(np.interp(edges, s_grid, cum))  # [bins]
+    expected = p_bins / p_bins.sum() * counts.sum()
+    chi2 = stats.chisquare(counts, expected)
+    hist_density = counts / counts.sum() / np.diff(edges)
+    bin_density = p_bins / p_bins.sum() / np.diff(edges)
+    rel_err = np.abs(hist_density - bin_density) / bin_density
+    well_filled = counts >= 100
+    summary = {"n_mc": int(len(s_mc)), "bins": bins, "chi2_stat": float(chi2.statistic),
+               "chi2_p": float(chi2.pvalue), "integral_of_analytic_density": float(cum[-1]),
+               "median_rel_err": float(np.median(rel_err)),
+               "max_rel_err_bins_with_100_counts": (float(rel_err[well_filled].max())
+                                                    if well_filled.any() else math.nan),
+               "max_abs_z_score": float(np.max(np.abs(counts - expected) / np.sqrt(expected)))}
+    return DensityCheck(summary, edges, hist_density, s_grid, density)
