@@ -191,9 +191,9 @@ for method, kw in (("exact", {}), ("projected", {"proj_dim": 16}),
     out[method] = spectra.log_singular_values(G, z, method=method, progress=False, **kw)
 fake_log_sv = torch.randn(500, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
 w = sampling.log_weights(fake_log_sv.sort(1, descending=True).values, 1.0)
-out["idx"] = sampling.resample(w, 50, generator=torch.Generator().manual_seed(5))
+out["idx"] = sampling.resample(w, 50, rng=torch.Generator().manual_seed(5))
 out["idx_replace"] = sampling.resample(w, 50, replace=True,
-                                      generator=torch.Generator().manual_seed(5))
+                                      rng=torch.Generator().manual_seed(5))
 for k, v in out.items():
     print(k, hashlib.sha256(v.contiguous().numpy().tobytes()).hexdigest())
 """
