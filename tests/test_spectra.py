@@ -186,7 +186,7 @@ def _blows_up_at_second(z):
     (lambda z: z[:1].repeat(1, 3), _Z, {}, ValueError, "batch dimension: 3 latent"),
     (lambda z: 1.0, _Z, {}, TypeError, "must return a torch.Tensor"),
     (_G, _Z, {"k": 5}, ValueError, r"k=5 exceeds the rank bound min\(D, d\)"),
-    (_G, _Z, {"k": 0}, ValueError, "positive integer"),
+    (_G, _Z, {"k": 0}, ValueError, "k must be >= 1, got k=0"),
     (_G, _Z, {"method": "topk", "k": 5}, ValueError, r"k=5 exceeds"),
     (_G, _Z, {"method": "topk"}, ValueError, "needs k"),
     (_G, _Z, {"method": "projected", "proj_dim": 3, "k": 4}, ValueError,
@@ -194,7 +194,7 @@ def _blows_up_at_second(z):
     (_G, _Z, {"method": "projected", "proj_dim": 0}, ValueError, "proj_dim must be >= 1"),
     (_G, _Z, {"method": "projected", "proj_dim": 11}, ValueError, "proj_dim=11 exceeds .* D=10"),
     (_G, _Z, {"method": "svd"}, ValueError, "unknown method 'svd'"),
-    (_G, _Z, {"chunk": 0}, ValueError, "chunk must be a positive integer"),
+    (_G, _Z, {"chunk": 0}, ValueError, "chunk must be >= 1, got chunk=0"),
     (_G, _Z, {"method": "topk", "k": 2, "tol": 0.0}, ValueError, "tol > 0"),
 ])
 def test_bad_input_raises_naming_the_problem(G, z, kw, err, match):
