@@ -14,7 +14,6 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from magnet_lab import spectra
 from magnet_lab.spectra import (MEMORY_ENV, jacobian, log_singular_values, memory_budget,
                                 memory_plan, projection_matrix)
 
