@@ -5,8 +5,9 @@
 
 Ratios are against the ``exact`` baseline measured in this process (best of ``--repeats`` after
 one warm-up call each); absolute seconds are printed for information only. Also prints how far
-the top-k estimate is from the exact top-k (max |Δ log σ|), and writes everything as JSON with
-``--json PATH``.
+the top-k estimate is from the exact top-k (max |Δ log σ|), each method's ``memory_plan`` (chunk,
+block and estimated peak MiB within ``--memory`` MiB, default the library's budget) and, on CUDA,
+the measured peak allocated MiB; writes everything as JSON with ``--json PATH``.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import torch
 from torch import nn
 
 from magnet_lab.provenance import write_results
-from magnet_lab.spectra import log_singular_values
+from magnet_lab.spectra import log_singular_values, memory_plan
 
 
 class ConvGenerator(nn.Module):
@@ -65,6 +66,7 @@ def main() -> None:
     ap.add_argument("--tol", type=float, default=1e-4)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--memory", type=int, default=None, help="budget per call in MiB")
     ap.add_argument("--json", default=None, help="write options and results here")
     args = ap.parse_args()
 
@@ -73,7 +75,8 @@ def main() -> None:
     G = ConvGenerator(args.z_dim, args.width).to(args.device, dtype).eval()
     z = torch.randn(args.batch, args.z_dim, generator=torch.Generator().manual_seed(args.seed))
     z = z.to(args.device, dtype)
-    common = dict(progress=False, seed=args.seed)
+    common = dict(progress=False, seed=args.seed,
+                  memory=None if args.memory is None else args.memory << 20)
     runs = {
         "exact": dict(method="exact"),
         "projected": dict(method="projected", proj_dim=args.proj_dim),
@@ -81,20 +84,33 @@ def main() -> None:
     }
     results = {}
     for name, kw in runs.items():
+        plan = memory_plan(G, z, **kw, seed=args.seed, memory=common["memory"])
+        if args.device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+            start = torch.cuda.memory_allocated()
         seconds, log_sv = _best_time(lambda: log_singular_values(G, z, **kw, **common),
                                      args.repeats, args.device)
-        results[name] = {"seconds": seconds, "log_sv": log_sv}
+        results[name] = {"seconds": seconds, "log_sv": log_sv, "chunk": plan.chunk,
+                         "block": plan.block, "estimate_mib": plan.estimate / 2**20,
+                         "budget_mib": plan.budget / 2**20}
+        if args.device == "cuda":
+            results[name]["peak_mib"] = (torch.cuda.max_memory_allocated() - start) / 2**20
     base = results["exact"]["seconds"]
     exact_top = results["exact"]["log_sv"][:, :args.k]
     D = 3 * 32 * 32
     print(f"generator: conv, d={args.z_dim}, D={D}, width={args.width}, batch={args.batch}, "
           f"{args.dtype} on {args.device}, torch {torch.__version__}")
-    print(f"{'method':<10} {'time/exact':>10} {'seconds':>9} {'max|dlog sv| top-k vs exact':>28}")
+    print(f"{'method':<10} {'time/exact':>10} {'seconds':>9} {'max|dlog sv| top-k vs exact':>28} "
+          f"{'chunk':>6} {'block':>6} {'est. MiB':>9} {'peak MiB':>9}")
     for name, res in results.items():
         err = (res["log_sv"][:, :args.k] - exact_top).abs().max().item()
         res["ratio_to_exact"] = res["seconds"] / base
         res["max_abs_dlog_sv_topk"] = err
-        print(f"{name:<10} {res['ratio_to_exact']:>10.3f} {res['seconds']:>9.3f} {err:>28.2e}")
+        peak = f"{res['peak_mib']:>9.1f}" if "peak_mib" in res else f"{'-':>9}"
+        print(f"{name:<10} {res['ratio_to_exact']:>10.3f} {res['seconds']:>9.3f} {err:>28.2e} "
+              f"{res['chunk']:>6} {res['block']:>6} {res['estimate_mib']:>9.1f} {peak}")
+    print(f"(budget {results['exact']['budget_mib']:.0f} MiB per call; est. = memory_plan's "
+          f"estimate)")
     print("(projected is a sketch of the spectrum: its σ(PJ) are not σ(J), so its gap is expected)")
     if args.json:
         summary = {n: {k: v for k, v in r.items() if k != "log_sv"} for n, r in results.items()}

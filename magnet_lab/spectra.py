@@ -17,22 +17,40 @@ the D x d Jacobian; MaGNET/Polarity weights are built from its singular values, 
 
 Work runs in two explicit loops so a device-specific fast path can replace either: latent chunks
 (``chunk`` latents per pass, with a tqdm bar) and, inside a chunk, tangent blocks (``block``
-JVP/VJP directions vmapped at once). Peak memory of one block is about chunk·block·(D + the
-activations of G) numbers; the defaults keep chunk·block·max(D, d) and each chunk's dense arrays
-under ``_BUDGET`` numbers. Lower ``block`` first when G's activations dominate (conv nets).
+JVP/VJP directions vmapped at once). Memory: one call aims to stay within ``memory`` bytes (None:
+``$MAGNET_LAB_SPECTRA_MEMORY``, e.g. ``4GiB``, else half the free memory of a CUDA device, else
+2 GiB on CPU). Before the first chunk a probe runs one latent's vmapped VJP/JVP with a few
+directions under a dispatch mode that counts the bytes of live tensor storages (``_LiveBytes``):
+this gives G's bytes held per latent (saved forward activations) and per (latent × direction)
+(the vmapped backward/forward-mode activations, which dominate for conv nets). With the known
+dense arrays (P, J or Q, the outputs) this sizes ``block`` (all directions when they fit) and
+then ``chunk`` so that the estimate times ``_SLACK`` (allocator overhead and kernel workspaces
+the probe cannot see, calibrated against peak RSS) fits. A given ``chunk``/``block`` wins. If a
+chunk still runs out of memory (CUDA OOM, ``MemoryError``, "can't allocate memory"), block and
+then chunk are halved and that chunk is retried, with one warning naming the sizes; on Linux CPU
+an overcommitted process may be killed instead of raising, which is why the budget comes first.
 G must treat batch samples independently (eval mode) and be deterministic (fixed noise).
 Singular values below σ_max·min(m, n)·eps(dtype) of the m x n matrix are numerically zero and
 are returned as log 0 = -inf; ``magnet_lab.sampling`` decides what -inf means for the weights.
 """
 from __future__ import annotations
 
+import dataclasses
+import gc
+import itertools
+import math
+import numbers
 import os
+import re
 import warnings
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
 from torch.func import jvp, vjp, vmap
+from torch.multiprocessing.reductions import StorageWeakRef
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 from tqdm.auto import tqdm
 
 from .validation import check_latents
@@ -40,7 +58,11 @@ from .validation import check_latents
 Generator = Callable[[Tensor], Tensor]
 _METHODS = ("exact", "projected", "topk")
 _MODES = ("auto", "forward", "reverse")
-_BUDGET = 1 << 25  # numbers per dense block: 256 MiB in float64
+MEMORY_ENV = "MAGNET_LAB_SPECTRA_MEMORY"
+_CPU_MEMORY = 2 << 30  # default budget on CPU (bytes)
+_CUDA_FREE_SHARE = 0.5  # default budget on CUDA: this share of the device's free memory
+_SLACK = 1.5  # peak RSS / probed live-tensor bytes: allocator slack, kernel workspaces
+_PROBE_DIRECTIONS = 4  # directions vmapped in the probe (per-direction cost settles by 4)
 
 
 def projection_matrix(D: int, proj_dim: int, seed: int, dtype: torch.dtype = torch.float64,
@@ -64,33 +86,84 @@ def projection_matrix(D: int, proj_dim: int, seed: int, dtype: torch.dtype = tor
     return Q.T.contiguous().to(dtype=dtype, device=device)  # [proj_dim, D]
 
 
+@dataclasses.dataclass(frozen=True)
+class MemoryPlan:
+    """Chunk and block sizes of one call and the memory estimate behind them (bytes).
+
+    Estimated peak = ``_SLACK``·(fixed + chunk·per_latent + chunk·block·per_direction):
+    ``fixed`` the arrays of the whole call (P, the outputs), ``per_latent`` what a chunk holds per
+    latent (G's saved forward activations, J or P·J or Q), ``per_direction`` one vmapped
+    (latent × direction) of G's JVP/VJP (probed; 0 when the user gave both sizes).
+    """
+
+    chunk: int
+    block: int
+    budget: int
+    fixed: int
+    per_latent: int
+    per_direction: int
+
+    @property
+    def estimate(self) -> int:
+        """Estimated peak bytes of the call with these sizes."""
+        return math.ceil(_SLACK * (self.fixed + self.chunk * self.per_latent
+                                   + self.chunk * self.block * self.per_direction))
+
+
+def memory_budget(device: str | torch.device = "cpu", memory: int | None = None) -> int:
+    """Bytes one ``log_singular_values``/``jacobian`` call on ``device`` may use.
+
+    ``memory`` if given; else ``$MAGNET_LAB_SPECTRA_MEMORY`` (bytes, or a number with a binary
+    K/M/G/T suffix: ``4GiB``, ``512M``); else half the free memory of a CUDA device
+    (``torch.cuda.mem_get_info``); else 2 GiB. Raises TypeError/ValueError for a non-integer or
+    non-positive ``memory`` and ValueError for an unreadable environment value.
+    """
+    if memory is not None:
+        return _check_int("memory", memory, 1)
+    env = os.environ.get(MEMORY_ENV, "").strip()
+    if env:
+        m = re.fullmatch(r"(\d+(?:\.\d*)?)\s*([KMGT]?)(?:i?B)?", env, re.IGNORECASE)
+        size = float(m[1]) * 1024 ** " KMGT".index(m[2].upper() or " ") if m else 0
+        if size < 1:
+            raise ValueError(f"{MEMORY_ENV}={env!r} is not a memory size; use bytes or a number "
+                             f"with a binary suffix, e.g. 512MiB or 4GiB")
+        return int(size)
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free * _CUDA_FREE_SHARE)
+    return _CPU_MEMORY
+
+
 def jacobian(G: Generator, z: Tensor, chunk: int | None = None, dtype: torch.dtype | None = None,
-             mode: str = "auto", block: int | None = None,
-             progress: bool | None = None) -> Tensor:
+             mode: str = "auto", block: int | None = None, progress: bool | None = None,
+             memory: int | None = None) -> Tensor:
     """The full Jacobian ``[B, D, d]`` of G at each latent, output flattened to D, in ``dtype``.
 
     ``mode="forward"`` pushes the d basis tangents through JVPs, ``"reverse"`` pulls the D basis
     cotangents through VJPs, ``"auto"`` picks forward when d <= D. Runs G in ``dtype`` (None: z's
-    dtype) on z's device, ``chunk`` latents and ``block`` directions at a time (None: sized by
-    ``_BUDGET``). Raises TypeError/ValueError for bad z, a non-finite or batch-changing G(z), an
-    unknown mode or a non-positive chunk/block.
+    dtype) on z's device, ``chunk`` latents and ``block`` directions at a time (None: sized to
+    ``memory`` bytes, see ``memory_budget``; the returned J counts against it). Raises
+    TypeError/ValueError for bad z (also on the meta device or another device than G's), a
+    non-finite or batch-changing G(z), an unknown mode or a non-positive chunk/block/memory.
     """
     if mode not in _MODES:
         raise ValueError(f"unknown mode {mode!r}; expected one of {_MODES}")
-    z, f, d, D = _setup(G, z, dtype)
+    z, f, d, D = _setup(G, z, dtype, memory)
     mode = ("forward" if d <= D else "reverse") if mode == "auto" else mode
-    chunk = _size("chunk", chunk, len(z), _BUDGET // (D * d))
-    n_dir = d if mode == "forward" else D
-    block = _size("block", block, n_dir, _BUDGET // (chunk * max(D, d)))
-    return _over_chunks(G, z, chunk, progress, "jacobian",
-                        lambda z_c: _jacobian_chunk(f, z_c, D, mode, block))
+    s = z.element_size()
+    plan = _plan(f, z, d if mode == "forward" else D, chunk, block, memory,
+                 fixed=2 * len(z) * D * d * s, dense=2 * D * d * s,
+                 products=("jvp",) if mode == "forward" else ("vjp",))
+    return _over_chunks(G, z, plan, progress, "jacobian",
+                        lambda z_c, b: _jacobian_chunk(f, z_c, D, mode, b))
 
 
 def log_singular_values(G: Generator, z: Tensor, method: str = "exact", k: int | None = None,
                         proj_dim: int = 128, seed: int = 0, chunk: int | None = None,
                         dtype: torch.dtype | None = None, progress: bool | None = None,
                         tol: float = 1e-6, max_iter: int = 50, oversample: int = 10,
-                        block: int | None = None) -> Tensor:
+                        block: int | None = None, memory: int | None = None) -> Tensor:
     """Log singular values of G's Jacobian at each latent: ``[B, r]`` float64 on CPU, descending.
 
     ``z: [B, d]``; r = min(D, d) for ``exact``, min(proj_dim, d) for ``projected`` (P from
@@ -101,24 +174,58 @@ def log_singular_values(G: Generator, z: Tensor, method: str = "exact", k: int |
     relative (|Δσ_j| <= tol·σ_j) or after ``max_iter`` sweeps (2(k + oversample) products each,
     with a warning): ``tol`` bounds the last step, not the error, which is about tol·ρ/(1 - ρ) with
     ρ = (σ_{k+oversample+1}/σ_k)², i.e. below tol unless the spectrum is nearly flat past k.
-    ``chunk``/``block``: latents per pass and directions vmapped at once (module docstring).
-    ``progress`` None means on unless ``MAGNET_LAB_PROGRESS=0``. Raises ValueError (TypeError for
-    wrong types) for bad z, non-finite G(z) (count and latent indices named), G(z) changing the
-    batch size, unknown method, k < 1 or k above the rank bound, proj_dim < 1 or > D, or
-    non-positive tol/max_iter/chunk/block.
+    ``chunk``/``block``: latents per pass and directions vmapped at once; None sizes them so the
+    call's estimated peak stays within ``memory`` bytes (``memory_budget``; module docstring);
+    results do not depend on them beyond rounding. ``progress`` None means on unless
+    ``MAGNET_LAB_PROGRESS=0``. Raises TypeError for wrong types (a non-integer or bool k,
+    proj_dim, seed, max_iter, oversample, chunk, block, memory) and ValueError for bad z (also on
+    the meta device or another device than G's), non-finite G(z) (count and latent indices
+    named), G(z) changing the batch size, unknown method, k < 1 or k above the rank bound,
+    proj_dim < 1 or > D, or non-positive tol/max_iter/chunk/block/memory.
     """
+    z, plan, per_chunk, unsettled = _prepare(G, z, method, k, proj_dim, seed, chunk, dtype, tol,
+                                             max_iter, oversample, block, memory)
+    log_sv = _over_chunks(G, z, plan, progress, f"log_sv[{method}]", per_chunk)
+    if unsettled:
+        warnings.warn(f"topk: top-{k} singular values of {sum(unsettled)} of {len(z)} latents "
+                      f"did not settle to tol={tol} in max_iter={max_iter} sweeps; raise "
+                      f"max_iter or oversample", RuntimeWarning, stacklevel=2)
+    return log_sv
+
+
+def memory_plan(G: Generator, z: Tensor, method: str = "exact", k: int | None = None,
+                proj_dim: int = 128, seed: int = 0, chunk: int | None = None,
+                dtype: torch.dtype | None = None, tol: float = 1e-6, max_iter: int = 50,
+                oversample: int = 10, block: int | None = None,
+                memory: int | None = None) -> MemoryPlan:
+    """The ``MemoryPlan`` (chunk, block, budget and per-latent/per-direction bytes probed on
+    z[:1]) that ``log_singular_values`` with these arguments would use, without running it.
+    Raises as ``log_singular_values`` does for bad arguments."""
+    return _prepare(G, z, method, k, proj_dim, seed, chunk, dtype, tol, max_iter, oversample,
+                    block, memory)[1]
+
+
+def _prepare(G: Generator, z: Tensor, method: str, k: int | None, proj_dim: int, seed: int,
+             chunk: int | None, dtype: torch.dtype | None, tol: float, max_iter: int,
+             oversample: int, block: int | None, memory: int | None
+             ) -> tuple[Tensor, MemoryPlan, Callable[[Tensor, int], Tensor], list[int]]:
+    """Check arguments; return (cast z, plan, per_chunk(z_c, block) -> log_sv [c, keep], the
+    list that topk fills with each chunk's count of unsettled latents)."""
     if method not in _METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {_METHODS}")
-    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
-        raise ValueError(f"k must be a positive integer (number of singular values), got {k!r}")
+    if k is not None:
+        _check_int("k", k, 1)
+    _check_int("proj_dim", proj_dim, 1 if method == "projected" else None)
+    _check_int("seed", seed, None)
+    _check_int("max_iter", max_iter, 1 if method == "topk" else None)
+    _check_int("oversample", oversample, 0 if method == "topk" else None)
+    if isinstance(tol, bool) or not isinstance(tol, numbers.Real):
+        raise TypeError(f"tol must be a real number, got {tol!r} ({type(tol).__name__})")
     if method == "topk" and k is None:
         raise ValueError("method='topk' needs k, the number of top singular values")
-    if method == "projected" and proj_dim < 1:
-        raise ValueError(f"proj_dim must be >= 1, got proj_dim={proj_dim}")
-    if method == "topk" and not (tol > 0 and max_iter >= 1 and oversample >= 0):
-        raise ValueError(f"topk needs tol > 0, max_iter >= 1, oversample >= 0; got tol={tol}, "
-                         f"max_iter={max_iter}, oversample={oversample}")
-    z, f, d, D = _setup(G, z, dtype)
+    if method == "topk" and not tol > 0:
+        raise ValueError(f"topk needs tol > 0, got tol={tol}")
+    z, f, d, D = _setup(G, z, dtype, memory)
     if method == "projected":
         if proj_dim > D:
             raise ValueError(f"proj_dim={proj_dim} exceeds the output dimension D={D}")
@@ -128,44 +235,64 @@ def log_singular_values(G: Generator, z: Tensor, method: str = "exact", k: int |
     if k is not None and k > r:
         raise ValueError(f"k={k} exceeds the rank bound {bound} = {r}")
     keep = k if k is not None else r
+    unsettled: list[int] = []  # topk: per chunk, latents that hit max_iter
     eps = torch.finfo(z.dtype).eps
+    s = z.element_size()
+    out_bytes = 2 * len(z) * r * 8  # per-chunk log_sv and their concatenation, float64
 
     if method == "exact":
         mode = "forward" if d <= D else "reverse"
-        chunk = _size("chunk", chunk, len(z), _BUDGET // (D * d))
-        block = _size("block", block, r, _BUDGET // (chunk * max(D, d)))
-        per_chunk = lambda z_c: _log_sv(_jacobian_chunk(f, z_c, D, mode, block), eps)[:, :keep]
+        plan = _plan(f, z, d if mode == "forward" else D, chunk, block, memory, fixed=out_bytes,
+                     dense=D * d * (2 * s + 16),  # blocks, J, its float64 copy, SVD workspace
+                     products=("jvp",) if mode == "forward" else ("vjp",))
+        per_chunk = lambda z_c, b: _log_sv(_jacobian_chunk(f, z_c, D, mode, b), eps)[:, :keep]
     elif method == "projected":
         P = projection_matrix(D, proj_dim, seed, z.dtype, z.device)  # [proj_dim, D]
-        chunk = _size("chunk", chunk, len(z), _BUDGET // max(proj_dim * d, D))
-        block = _size("block", block, proj_dim, _BUDGET // (chunk * max(D, d)))
-        per_chunk = lambda z_c: _log_sv(_projected_chunk(f, z_c, P, block), eps)[:, :keep]
+        plan = _plan(f, z, proj_dim, chunk, block, memory, fixed=out_bytes + P.nbytes,
+                     dense=proj_dim * d * (2 * s + 16), products=("vjp",))
+        per_chunk = lambda z_c, b: _log_sv(_projected_chunk(f, z_c, P, b), eps)[:, :keep]
     else:
         width = min(k + oversample, r)  # l: directions per sweep
         gen = torch.Generator().manual_seed(seed)
         omega = torch.randn(d, width, generator=gen, dtype=torch.float64).to(z)  # [d, l]
-        chunk = _size("chunk", chunk, len(z), _BUDGET // (D * width))
-        block = _size("block", block, width, _BUDGET // (chunk * max(D, d)))
+        plan = _plan(f, z, width, chunk, block, memory, fixed=out_bytes,
+                     dense=width * (6 * D * s + d * (3 * s + 16)),  # Q, J·V, QR copies; Jᵀ·Q
+                     products=("jvp", "vjp"))
 
-        unsettled = []  # per chunk: latents that hit max_iter
-
-        def per_chunk(z_c: Tensor) -> Tensor:
-            Bt, n_unsettled = _topk_chunk(f, z_c, k, omega, block, tol, max_iter)
-            unsettled.append(n_unsettled)
-            return _log_sv(Bt, eps)[:, :keep]
-        log_sv = _over_chunks(G, z, chunk, progress, "log_sv[topk]", per_chunk)
-        if sum(unsettled):
-            warnings.warn(f"topk: top-{k} singular values of {sum(unsettled)} of {len(z)} latents "
-                          f"did not settle to tol={tol} in max_iter={max_iter} sweeps; raise "
-                          f"max_iter or oversample", RuntimeWarning, stacklevel=2)
-        return log_sv
-    return _over_chunks(G, z, chunk, progress, f"log_sv[{method}]", per_chunk)
+        def per_chunk(z_c: Tensor, b: int) -> Tensor:
+            Bt, n_unsettled = _topk_chunk(f, z_c, k, omega, b, tol, max_iter)
+            log_sv = _log_sv(Bt, eps)[:, :keep]
+            if n_unsettled:
+                unsettled.append(n_unsettled)  # only once the chunk succeeded (no OOM retry)
+            return log_sv
+    return z, plan, per_chunk, unsettled
 
 
-def _setup(G: Generator, z: Tensor, dtype: torch.dtype | None
+
+
+def _check_int(name: str, value: Any, low: int | None) -> int:
+    """``value`` as an int; TypeError unless an integer (bool is not), ValueError if < ``low``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
+    if low is not None and value < low:
+        raise ValueError(f"{name} must be >= {low}, got {name}={value!r}")
+    return int(value)
+
+
+def _setup(G: Generator, z: Tensor, dtype: torch.dtype | None, memory: int | None
            ) -> tuple[Tensor, Generator, int, int]:
     """Check and cast z; return (z, G with flattened output, d, D) after probing G on z[:1]."""
+    if isinstance(z, Tensor) and z.device.type == "meta":
+        raise ValueError(f"z is on the meta device (shape {tuple(z.shape)}, no values); "
+                         f"create the latents on a real device such as 'cpu' or 'cuda'")
     check_latents(z)
+    if memory is not None:
+        _check_int("memory", memory, 1)
+    if isinstance(G, torch.nn.Module):
+        devices = {t.device for t in itertools.chain(G.parameters(), G.buffers())}
+        if devices and z.device not in devices:
+            raise ValueError(f"z is on {z.device} but G's parameters and buffers are on "
+                             f"{sorted(map(str, devices))}; move z or G to the same device")
     if dtype is not None:
         if not dtype.is_floating_point:
             raise TypeError(f"dtype must be a floating-point dtype, got {dtype}")
@@ -197,26 +324,136 @@ def _check_output(G: Generator, z_c: Tensor, start: int) -> int:
     return out[0].numel()
 
 
-def _size(name: str, value: int | None, n: int, default: int) -> int:
-    """A chunk/block size: the user's (checked) or ``default`` clamped to [1, n]."""
-    if value is None:
-        return max(1, min(n, default))
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return min(value, n)
+def _size(name: str, value: int | None, n: int) -> int | None:
+    """A user's chunk/block size, checked and clamped to n; None stays None."""
+    return None if value is None else min(_check_int(name, value, 1), n)
 
 
-def _over_chunks(G: Generator, z: Tensor, chunk: int, progress: bool | None, desc: str,
-                 per_chunk: Callable[[Tensor], Tensor]) -> Tensor:
-    """Concatenate ``per_chunk`` over latent chunks, checking each chunk's G(z) first."""
+def _plan(f: Generator, z: Tensor, n_dir: int, chunk: int | None, block: int | None,
+          memory: int | None, fixed: int, dense: int, products: tuple[str, ...]) -> MemoryPlan:
+    """Sizes for n_dir directions per latent: the user's, else block first (all directions if one
+    latent's fit), then chunk, the largest whose estimate (``MemoryPlan``) fits the budget."""
+    chunk, block = _size("chunk", chunk, len(z)), _size("block", block, n_dir)
+    if chunk is not None and block is not None:
+        return MemoryPlan(chunk, block, 0, fixed, dense, 0)
+    budget = memory_budget(z.device, memory)
+    held, item = _probe(f, z[:1], min(n_dir, _PROBE_DIRECTIONS), products)
+    latent, item = held + dense, max(item, 1)
+    avail = budget / _SLACK - fixed  # bytes left for the chunk's work
+    if block is None:
+        c = chunk or 1
+        block = max(1, min(n_dir, int((avail - c * latent) // (c * item))))
+    if chunk is None:
+        chunk = max(1, min(len(z), int(avail // (latent + block * item))))
+    plan = MemoryPlan(chunk, block, budget, fixed, latent, item)
+    if plan.estimate > budget:
+        warnings.warn(f"spectra: estimated peak {plan.estimate / 2**20:.0f} MiB with chunk={chunk}, "
+                      f"block={block} exceeds the memory budget {budget / 2**20:.0f} MiB "
+                      f"({MEMORY_ENV} or memory=)", RuntimeWarning, stacklevel=3)
+    return plan
+
+
+class _LiveBytes(TorchDispatchMode):
+    """Bytes of the tensor storages that ops under this mode created and that are still alive
+    (views and in-place results share a storage and count once); ``peak`` is their maximum."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._refs: dict[int, tuple[StorageWeakRef, int]] = {}  # data_ptr -> (ref, nbytes)
+        self.peak = 0
+
+    def live(self) -> int:
+        self._refs = {p: r for p, r in self._refs.items() if not r[0].expired()}
+        return sum(n for _, n in self._refs.values())
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_leaves(out):
+            if not isinstance(t, Tensor):
+                continue
+            try:
+                storage = t.untyped_storage()
+                ptr = storage.data_ptr()
+            except (RuntimeError, NotImplementedError):  # a wrapper without its own storage
+                continue
+            old = self._refs.get(ptr)
+            if old is None or old[0].expired():
+                self._refs[ptr] = (StorageWeakRef(storage), storage.nbytes())
+        self.peak = max(self.peak, self.live())
+        return out
+
+
+def _probe(f: Generator, z1: Tensor, b: int, products: tuple[str, ...]) -> tuple[int, int]:
+    """(bytes G's saved forward holds for one latent, peak bytes per direction of a vmapped
+    JVP/VJP over ``b`` directions at that latent, the larger of those in ``products``)."""
+    try:
+        with torch.no_grad(), _LiveBytes() as live:
+            y, vjp_fn = vjp(f, z1)  # y: [1, D]
+            held = live.live()
+            item = 0.0
+            for kind in products:
+                base, live.peak = live.live(), 0
+                if kind == "vjp":
+                    vmap(lambda u: vjp_fn(u)[0])(torch.ones((b, *y.shape), dtype=y.dtype,
+                                                            device=y.device))  # [b, 1, d]
+                else:
+                    vmap(lambda v: jvp(f, (z1,), (v,))[1])(torch.ones((b, *z1.shape),
+                                                                       dtype=z1.dtype,
+                                                                       device=z1.device))
+                item = max(item, (live.peak - base) / b)
+    except Exception as err:  # noqa: BLE001 - the probe must never be why a call fails
+        warnings.warn(f"spectra: the memory probe failed ({type(err).__name__}: {err}); sizing "
+                      f"from the output size only", RuntimeWarning, stacklevel=4)
+        with torch.no_grad():
+            D = f(z1).shape[1]
+        return 0, 16 * z1.element_size() * max(z1.shape[1], D)
+    return held, math.ceil(item)
+
+
+def _is_oom(err: BaseException) -> bool:
+    """True for an out-of-memory error of any device (CUDA OOM, MemoryError, allocator text)."""
+    if isinstance(err, (MemoryError, torch.cuda.OutOfMemoryError)):
+        return True
+    text = str(err).lower()
+    return isinstance(err, RuntimeError) and any(
+        s in text for s in ("out of memory", "can't allocate memory", "cannot allocate memory"))
+
+
+def _over_chunks(G: Generator, z: Tensor, plan: MemoryPlan, progress: bool | None, desc: str,
+                 per_chunk: Callable[[Tensor, int], Tensor]) -> Tensor:
+    """Concatenate ``per_chunk(z_c, block)`` over latent chunks, checking each chunk's G(z) first.
+
+    On an out-of-memory error the same chunk is retried with block halved (at block 1, chunk
+    halved); the sizes that finished are named in one warning. Rows are never skipped.
+    """
     on = os.environ.get("MAGNET_LAB_PROGRESS", "1") != "0" if progress is None else progress
-    out = []
+    chunk, block = plan.chunk, plan.block
+    out, start = [], 0
     with torch.no_grad(), tqdm(total=len(z), desc=desc, unit="latent", disable=not on) as bar:
-        for start in range(0, len(z), chunk):
+        while start < len(z):
             z_c = z[start:start + chunk]  # [c, d]
-            _check_output(G, z_c, start)
-            out.append(per_chunk(z_c))
+            try:
+                _check_output(G, z_c, start)
+                out.append(per_chunk(z_c, block))
+            except Exception as err:  # noqa: BLE001 - anything but out-of-memory is re-raised
+                if not _is_oom(err) or block == chunk == 1:
+                    raise
+                oom = True  # retry below, once err and its frames (big tensors) are released
+            else:
+                oom = False
+            if oom:
+                gc.collect()
+                if z.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                block, chunk = (block // 2, chunk) if block > 1 else (block, chunk // 2)
+                continue
             bar.update(len(z_c))
+            start += len(z_c)
+    if (chunk, block) != (plan.chunk, plan.block):
+        warnings.warn(f"{desc}: out of memory with chunk={plan.chunk}, block={plan.block}; "
+                      f"retried smaller and finished with chunk={chunk}, block={block} (pass "
+                      f"these or a smaller memory= to skip the retries)", RuntimeWarning,
+                      stacklevel=3)
     return torch.cat(out)
 
 

@@ -2,12 +2,20 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
+import textwrap
 import warnings
 
 import pytest
 import torch
 
-from magnet_lab.spectra import jacobian, log_singular_values, projection_matrix
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+from magnet_lab.spectra import (MEMORY_ENV, jacobian, log_singular_values, memory_budget,
+                                memory_plan, projection_matrix)
 
 F64 = torch.float64
 
@@ -128,7 +136,10 @@ def test_chunking_does_not_change_results(method):
     kw = dict(method=method, k=3 if method == "topk" else None, oversample=2, tol=1e-8,
               proj_dim=8, progress=False)
     runs = [log_singular_values(net, z, chunk=c, block=b, **kw)
-            for c, b in [(None, None), (1, 1), (3, 2)]]
+            for c, b in [(None, None), (1, 1), (3, 2), (None, 3), (2, None)]]
+    plan = memory_plan(net, z, memory=120_000, **{k: v for k, v in kw.items() if k != "progress"})
+    assert plan.chunk * plan.block < len(z) * 8  # the small budget really splits the work
+    runs.append(log_singular_values(net, z, memory=120_000, **kw))
     for other in runs[1:]:
         torch.testing.assert_close(other, runs[0], atol=1e-12, rtol=0)
 
@@ -186,7 +197,7 @@ def _blows_up_at_second(z):
     (lambda z: z[:1].repeat(1, 3), _Z, {}, ValueError, "batch dimension: 3 latent"),
     (lambda z: 1.0, _Z, {}, TypeError, "must return a torch.Tensor"),
     (_G, _Z, {"k": 5}, ValueError, r"k=5 exceeds the rank bound min\(D, d\)"),
-    (_G, _Z, {"k": 0}, ValueError, "positive integer"),
+    (_G, _Z, {"k": 0}, ValueError, "k must be >= 1, got k=0"),
     (_G, _Z, {"method": "topk", "k": 5}, ValueError, r"k=5 exceeds"),
     (_G, _Z, {"method": "topk"}, ValueError, "needs k"),
     (_G, _Z, {"method": "projected", "proj_dim": 3, "k": 4}, ValueError,
@@ -194,8 +205,21 @@ def _blows_up_at_second(z):
     (_G, _Z, {"method": "projected", "proj_dim": 0}, ValueError, "proj_dim must be >= 1"),
     (_G, _Z, {"method": "projected", "proj_dim": 11}, ValueError, "proj_dim=11 exceeds .* D=10"),
     (_G, _Z, {"method": "svd"}, ValueError, "unknown method 'svd'"),
-    (_G, _Z, {"chunk": 0}, ValueError, "chunk must be a positive integer"),
+    (_G, _Z, {"chunk": 0}, ValueError, "chunk must be >= 1, got chunk=0"),
     (_G, _Z, {"method": "topk", "k": 2, "tol": 0.0}, ValueError, "tol > 0"),
+    (_G, _Z, {"method": "projected", "proj_dim": 8.0}, TypeError,
+     r"proj_dim must be an integer, got 8.0 \(float\)"),
+    (_G, _Z, {"proj_dim": True}, TypeError, "proj_dim must be an integer, got True"),
+    (_G, _Z, {"method": "topk", "k": 2, "max_iter": 2.5}, TypeError, "max_iter must be an int"),
+    (_G, _Z, {"method": "topk", "k": 2, "oversample": "3"}, TypeError, "oversample must be an"),
+    (_G, _Z, {"method": "topk", "k": 2, "oversample": -1}, ValueError, "oversample must be >= 0"),
+    (_G, _Z, {"k": 2.0}, TypeError, "k must be an integer, got 2.0"),
+    (_G, _Z, {"block": 1.5}, TypeError, "block must be an integer"),
+    (_G, _Z, {"memory": 0}, ValueError, "memory must be >= 1"),
+    (_G, _Z, {"memory": 1e9}, TypeError, "memory must be an integer"),
+    (_G, _Z, {"method": "topk", "k": 2, "tol": "1e-6"}, TypeError, "tol must be a real number"),
+    (_G, torch.zeros(3, 4, device="meta"), {}, ValueError, "z is on the meta device"),
+    (_mlp(4, 6).to("meta"), _Z, {}, ValueError, r"z is on cpu but G's parameters .*\['meta'\]"),
 ])
 def test_bad_input_raises_naming_the_problem(G, z, kw, err, match):
     with pytest.raises(err, match=match):
@@ -224,3 +248,122 @@ def test_progress_bar_follows_argument_and_environment(monkeypatch, capsys):
     monkeypatch.setenv("MAGNET_LAB_PROGRESS", "1")
     log_singular_values(_G, _Z, progress=False)
     assert "latent" not in capsys.readouterr().err
+
+
+def test_memory_budget_argument_then_environment_then_default(monkeypatch):
+    monkeypatch.delenv(MEMORY_ENV, raising=False)
+    assert memory_budget("cpu") == 2 << 30
+    for text, expected in [("512MiB", 512 << 20), ("3G", 3 << 30), ("1.5 GiB", 3 << 29),
+                           ("1000", 1000)]:
+        monkeypatch.setenv(MEMORY_ENV, text)
+        assert memory_budget("cpu") == expected
+    assert memory_budget("cpu", memory=12345) == 12345  # the argument wins
+    monkeypatch.setenv(MEMORY_ENV, "lots")
+    with pytest.raises(ValueError, match="MAGNET_LAB_SPECTRA_MEMORY='lots' is not a memory size"):
+        log_singular_values(_mlp(4, 6), _Z, progress=False)
+
+
+@pytest.mark.parametrize("method", ["exact", "projected", "topk"])
+def test_plan_estimate_fits_budget_and_shrinks_with_it(method):
+    net, z = _mlp(6, 20), _gaussian(64, 6, seed=21)
+    kw = dict(method=method, k=3 if method == "topk" else None, proj_dim=8)
+    big, small = (memory_plan(net, z, memory=m, **kw) for m in (1 << 24, 100_000))
+    for plan in (big, small):
+        assert plan.per_direction > 0 and plan.per_latent > 0
+        assert plan.estimate <= plan.budget
+    assert big.chunk == 64 and small.chunk * small.block < big.chunk * big.block
+    given = memory_plan(net, z, chunk=5, block=2, **kw)  # the user's sizes win, no probe
+    assert (given.chunk, given.block, given.per_direction) == (5, 2, 0)
+
+
+class _RefuseLargeBatches(TorchDispatchMode):
+    """A fake allocator for ``_mlp``: a hidden activation ``[n, 32]`` of more than ``max_batch``
+    rows raises the CPU allocator's out-of-memory error. Under vmap n is latents × directions;
+    tensors shaped like G's weights (or their transposes) are exempt."""
+
+    def __init__(self, max_batch: int, G: torch.nn.Module) -> None:
+        super().__init__()
+        self.max_batch, self.refused = max_batch, 0
+        self.weight_shapes = {s for p in G.parameters() for s in (p.shape, p.shape[::-1])}
+
+    def _refuses(self, t: object) -> bool:
+        return (isinstance(t, torch.Tensor) and t.ndim == 2 and t.shape[-1] == 32
+                and t.shape[0] > self.max_batch and t.shape not in self.weight_shapes)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if any(self._refuses(t) for t in tree_leaves(out)):
+            self.refused += 1
+            raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't "
+                               "allocate memory: you tried to allocate 1073741824 bytes.")
+        return out
+
+
+@pytest.mark.parametrize("method", ["exact", "projected", "topk"])
+def test_out_of_memory_retries_with_smaller_sizes_and_matches_reference(method):
+    net, z = _mlp(6, 20), _gaussian(7, 6, seed=22)
+    kw = dict(method=method, k=3 if method == "topk" else None, oversample=2, tol=1e-8,
+              proj_dim=8, progress=False)
+    ref = log_singular_values(net, z, chunk=1, block=1, **kw)
+    # more than 6 latent-directions (or latents) in one op are refused, so chunk=7, block=8
+    # fails and is halved down to block 1, then to chunk 3
+    with _RefuseLargeBatches(6, net) as refuse, pytest.warns(RuntimeWarning,
+                                                              match="finished with chunk="):
+        out = log_singular_values(net, z, chunk=7, block=8, **kw)
+    assert refuse.refused > 0 and out.shape == ref.shape
+    torch.testing.assert_close(out, ref, atol=1e-12, rtol=0)
+
+
+def test_out_of_memory_at_one_latent_one_direction_and_other_errors_propagate():
+    net, z = _mlp(6, 20), _gaussian(3, 6, seed=23)
+    with _RefuseLargeBatches(0, net), pytest.raises(RuntimeError, match="can't allocate memory"):
+        log_singular_values(net, z, chunk=1, block=1, progress=False)
+
+    def broken(x):
+        raise RuntimeError("shape mismatch in layer 3")
+    calls = []
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        log_singular_values(lambda x: broken(x) if calls else calls.append(1) or net(x), z,
+                            chunk=3, block=6, progress=False)
+
+
+def test_default_1024_latent_dcgan_shard_plan_fits_budget_and_rss_stays_bounded():
+    """The default bank shard (1024 float32 latents, projected) on the embedded DCGAN: the plan
+    fits the default 2 GiB budget (before this budget, one chunk of all 1024 latents × 128
+    directions needed ~49 GB); a subprocess running two chunks at a 256 MiB budget grows its
+    peak RSS by less than 2 × that budget (measured ~1.0 × alone; allocator slack under load)."""
+    import magnet_lab
+    G = magnet_lab.load_generator("fmnist-dcgan")
+    z = torch.randn(1024, G.z_dim, generator=torch.Generator().manual_seed(0))
+    plan = memory_plan(G, z, method="projected")
+    assert plan.budget == memory_budget("cpu") and plan.estimate <= plan.budget
+    assert plan.block == 128 and 1 <= plan.chunk < 1024
+    assert 1024 * 128 * plan.per_direction > 10 * plan.budget  # one-chunk sizing would not fit
+
+    script = textwrap.dedent("""
+        import sys, torch
+        import magnet_lab
+        from magnet_lab.spectra import log_singular_values, memory_plan
+        torch.set_num_threads(1)
+        G = magnet_lab.load_generator("fmnist-dcgan")
+        z = torch.randn(64, G.z_dim, generator=torch.Generator().manual_seed(0))
+        budget = 256 << 20
+        chunk = memory_plan(G, z, method="projected", memory=budget).chunk
+        log_singular_values(G, z[:2], method="projected", progress=False, chunk=1, block=16)
+        kib = lambda key: int(next(l.split()[1] for l in open("/proc/self/status")
+                                   if l.startswith(key)))
+        before = kib("VmRSS:") << 10
+        open("/proc/self/clear_refs", "w").write("5")  # reset the peak (VmHWM) to the current RSS
+        out = log_singular_values(G, z[:2 * chunk], method="projected", progress=False,
+                                  memory=budget)
+        grown = (kib("VmHWM:") << 10) - before
+        assert out.shape == (2 * chunk, 32) and bool(torch.isfinite(out[:, 0]).all())
+        print(grown / budget)
+    """)
+    env = dict(os.environ, MAGNET_LAB_PROGRESS="0")
+    env.pop(MEMORY_ENV, None)
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    ratio = float(run.stdout.strip().splitlines()[-1])
+    assert 0 < ratio < 2.0
