@@ -64,7 +64,7 @@ META_KEY = "magnet_lab"
 TENSOR_NAMES = ("log_sv", "latents", "seeds", "labels")
 DEFAULT_SHARD_SIZE = 1024  # latents per shard file: the CLI, notebooks and build share it
 # spectra arguments that change speed/progress output only, not the values
-SPEED_ONLY_KWARGS = ("chunk", "block", "progress")
+SPEED_ONLY_KWARGS = ("chunk", "block", "progress", "memory")
 # spectra arguments that matter only for some methods (None in the identity otherwise)
 _METHOD_KWARGS = {"proj_dim": ("projected",), "seed": ("projected", "topk"),
                   "tol": ("topk",), "max_iter": ("topk",), "oversample": ("topk",)}
@@ -379,7 +379,7 @@ def bank_identity(G: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor, *,
     dtype), ``device`` (kind: ``"cpu"``, ``"cuda"``, ...) and ``latents`` = ``latent_law``
     (e.g. ``{"law": "gaussian", "seed": 0}``; default ``{"law": "given"}``) plus ``n``,
     ``z_dim``, ``dtype`` and ``sha256`` of z ``[N, d]``. Speed-only options (``chunk``,
-    ``block``, ``progress``) are not part of it. Raises TypeError for unknown spectra arguments
+    ``block``, ``progress``, ``memory``) are not part of it. Raises TypeError for unknown spectra arguments
     and ValueError for a non-Module G without ``fingerprint`` or a bad ``latent_law``."""
     from . import spectra  # lazy: the identity needs spectra's signature, loading banks does not
     from .models import fingerprint as model_fingerprint

@@ -278,7 +278,7 @@ def fake_spectra(monkeypatch):
     calls: list[torch.Tensor] = []
 
     def log_singular_values(G, z, method="exact", k=None, proj_dim=128, seed=0, chunk=None,
-                            dtype=None, progress=None):
+                            dtype=None, progress=None, memory=None):
         assert progress is False
         calls.append(z.clone())
         G(z)
@@ -306,7 +306,7 @@ def test_build_resumes_and_recomputes_only_missing_shards(tmp_path, fake_spectra
     (out / shard_name(1)).unlink()
     fake_spectra.clear()
     again = build(lambda x: x, z, out, generator_id="toy", fingerprint="toy", shard_size=4, seeds=seeds,
-                  method="exact", chunk=2)  # chunk changes speed only: shards stay valid
+                  method="exact", chunk=2, memory=2**20)  # speed only: shards stay valid
     assert len(fake_spectra) == 1 and torch.equal(fake_spectra[0], z[4:8])
     assert again.meta["shards_computed"] == [1]
     assert {i: (out / shard_name(i)).stat().st_mtime_ns for i in (0, 2)} == mtimes
