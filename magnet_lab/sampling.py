@@ -104,12 +104,9 @@ def _check_log_w(log_w: torch.Tensor, name: str = "log_w") -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- weights
 
-def log_volume(log_sv: torch.Tensor, top_k: int | None = None) -> torch.Tensor:
-    """Log-volume ``Σ_{j<top_k} log_sv[:, j]`` ``[N]`` (float64, CPU) of each candidate: the log of
-    the product of its ``top_k`` largest singular values (``top_k`` None: all r columns, the full
-    ``log sqrt(det JᵀJ)`` when the bank computed all of them). ``log_sv`` is ``[N, r]`` with rows
-    sorted descending. Non-finite values pass through (-inf for σ = 0). Raises TypeError/ValueError
-    for a ``log_sv`` that is not a floating ``[N, r]`` tensor or ``top_k`` outside ``[1, r]``."""
+def _checked_log_sv(log_sv: torch.Tensor, top_k: int | None) -> tuple[torch.Tensor, int]:
+    """``log_sv`` as float64 CPU ``[N, r]`` and ``top_k`` resolved (None → r), after the shape,
+    dtype and range checks that ``log_volume`` and ``log_weights`` share."""
     if not isinstance(log_sv, torch.Tensor) or not log_sv.is_floating_point():
         raise TypeError(f"log_sv must be a floating-point torch.Tensor [N, r], got "
                         f"{getattr(log_sv, 'dtype', type(log_sv).__name__)}")
@@ -122,7 +119,17 @@ def log_volume(log_sv: torch.Tensor, top_k: int | None = None) -> torch.Tensor:
         raise TypeError(f"top_k must be an int or None, got {type(top_k).__name__}")
     if not 1 <= top_k <= r:
         raise ValueError(f"top_k must be in [1, r={r}] (log_sv has {r} columns), got {top_k}")
-    return log_sv.detach().to("cpu", torch.float64)[:, :top_k].sum(1)  # [N]
+    return log_sv.detach().to("cpu", torch.float64), top_k
+
+
+def log_volume(log_sv: torch.Tensor, top_k: int | None = None) -> torch.Tensor:
+    """Log-volume ``Σ_{j<top_k} log_sv[:, j]`` ``[N]`` (float64, CPU) of each candidate: the log of
+    the product of its ``top_k`` largest singular values (``top_k`` None: all r columns, the full
+    ``log sqrt(det JᵀJ)`` when the bank computed all of them). ``log_sv`` is ``[N, r]`` with rows
+    sorted descending. Non-finite values pass through (-inf for σ = 0). Raises TypeError/ValueError
+    for a ``log_sv`` that is not a floating ``[N, r]`` tensor or ``top_k`` outside ``[1, r]``."""
+    full, top_k = _checked_log_sv(log_sv, top_k)
+    return full[:, :top_k].sum(1)  # [N]
 
 
 def log_weights(log_sv: torch.Tensor, rho: float, top_k: int | None = None, *,
@@ -139,22 +146,11 @@ def log_weights(log_sv: torch.Tensor, rho: float, top_k: int | None = None, *,
     non-finite ``rho``, ``top_k`` outside ``[1, r]``, a ``log_prior`` not of shape ``[N]`` or not
     finite, and when no candidate keeps a positive weight.
     """
-    if not isinstance(log_sv, torch.Tensor):
-        raise TypeError(f"log_sv must be a torch.Tensor [N, r], got {type(log_sv).__name__}")
-    if not log_sv.is_floating_point():
-        raise TypeError(f"log_sv must be a floating-point tensor, got dtype {log_sv.dtype}")
-    if log_sv.ndim != 2 or log_sv.shape[0] == 0 or log_sv.shape[1] == 0:
-        raise ValueError(f"log_sv must have shape [N, r] with N, r >= 1, got {tuple(log_sv.shape)}")
+    full, top_k = _checked_log_sv(log_sv, top_k)
     if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not math.isfinite(rho):
         raise ValueError(f"rho must be a finite real number, got {rho!r}")
-    n, r = log_sv.shape
-    if top_k is None:
-        top_k = r
-    if isinstance(top_k, bool) or not isinstance(top_k, int):
-        raise TypeError(f"top_k must be an int or None, got {type(top_k).__name__}")
-    if not 1 <= top_k <= r:
-        raise ValueError(f"top_k must be in [1, r={r}] (log_sv has {r} columns), got {top_k}")
-    used = log_sv.detach().to("cpu", torch.float64)[:, :top_k]  # [N, k]
+    n, r = full.shape
+    used = full[:, :top_k]  # [N, k]
     n_nan = int(torch.isnan(used).sum())
     if n_nan:
         raise ValueError(f"log_sv has {n_nan} NaN entries in its first {top_k} columns "
@@ -163,7 +159,6 @@ def log_weights(log_sv: torch.Tensor, rho: float, top_k: int | None = None, *,
     if n_pinf:
         raise ValueError(f"log_sv has {n_pinf} +inf entries in its first {top_k} columns")
     if top_k < r:
-        full = log_sv.detach().to("cpu", torch.float64)
         # strict '>' so that -inf runs (and NaN in unused columns) do not count as ascending
         ascending = full[:, 1:] > full[:, :-1]  # [N, r-1]
         if bool(ascending.any()):
