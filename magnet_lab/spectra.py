@@ -268,8 +268,6 @@ def _prepare(G: Generator, z: Tensor, method: str, k: int | None, proj_dim: int,
     return z, plan, per_chunk, unsettled
 
 
-
-
 def _check_int(name: str, value: Any, low: int | None) -> int:
     """``value`` as an int; TypeError unless an integer (bool is not), ValueError if < ``low``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
