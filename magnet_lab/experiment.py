@@ -98,7 +98,7 @@ class Sampler:
     ``fresh_latents=True`` ignores the weights and draws ``torch.randn(n, d)`` (float32) from
     ``seed`` instead: the truncation baseline. ``psi`` is the truncation applied when generating
     images (``models.generate(G, z, psi=sampler.psi)``). Raises ValueError on construction for a
-    non-finite ``rho``, ``psi`` outside ``(0, 1]``, ``magnet_fraction`` outside ``[0, 1]``, or a
+    non-finite ``rho``, a ``psi`` that is not finite and positive (ψ > 1 is anti-truncation), ``magnet_fraction`` outside ``[0, 1]``, or a
     fresh-latent sampler with weights (``rho`` ≠ 0 or ``exact_uniform``).
     """
 
@@ -118,8 +118,10 @@ class Sampler:
         if isinstance(self.rho, bool) or not isinstance(self.rho, (int, float)) \
                 or not math.isfinite(self.rho):
             raise ValueError(f"rho must be a finite number, got {self.rho!r}")
-        if not (isinstance(self.psi, (int, float)) and 0 < self.psi <= 1):
-            raise ValueError(f"psi must be in (0, 1], got {self.psi!r}")
+        if isinstance(self.psi, bool) or not isinstance(self.psi, (int, float)) \
+                or not (math.isfinite(self.psi) and self.psi > 0):
+            raise ValueError(f"psi must be a finite positive number (as models.truncate takes it), "
+                             f"got {self.psi!r}")
         if not (isinstance(self.magnet_fraction, (int, float)) and 0 <= self.magnet_fraction <= 1):
             raise ValueError(f"magnet_fraction must be in [0, 1], got {self.magnet_fraction!r}")
         if self.fresh_latents and (self.rho != 0 or self.exact_uniform):

@@ -119,12 +119,13 @@ def test_sampler_draws_what_its_specification_says(tmp_path):
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(rho=float("nan")), "rho"), (dict(psi=0.0), "psi"), (dict(psi=1.5), "psi"),
+    (dict(rho=float("nan")), "rho"), (dict(psi=0.0), "psi"), (dict(psi=float("inf")), "psi"),
     (dict(magnet_fraction=1.2), "magnet_fraction"), (dict(rho=1.0, fresh_latents=True), "fresh"),
 ])
 def test_sampler_rejects_inconsistent_specifications(kwargs, match):
     with pytest.raises(ValueError, match=match):
         experiment.Sampler("bad", **kwargs)
+    assert experiment.Sampler("anti-truncation", psi=1.5).psi == 1.5  # as models.truncate allows
 
 
 def test_kl_to_uniform_and_ratio_closed_forms():
