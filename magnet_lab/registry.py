@@ -15,10 +15,12 @@ from torch import nn
 from . import paths
 from .models.readers import WEIGHT_SUFFIXES, build_model, load_checkpoint
 from .models.fmnist import FmnistClassifier, FmnistDCGAN
+from .models.stylegan2 import StyleGAN2Generator
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {
     "FmnistDCGAN": FmnistDCGAN,
     "FmnistClassifier": FmnistClassifier,
+    "StyleGAN2Generator": StyleGAN2Generator,
 }
 GENERATORS: dict[str, str] = {"fmnist-dcgan": "fmnist-dcgan.safetensors"}
 CLASSIFIERS: dict[str, str] = {"fmnist": "fmnist-classifier.safetensors"}
