@@ -11,7 +11,8 @@ from torch.func import jvp, vjp, vmap
 
 from magnet_lab import spectra
 from magnet_lab.models import generate, truncate
-from magnet_lab.models.stylegan2 import StyleGAN2Generator, _upfirdn2d, _up_pad, _setup_filter
+from magnet_lab.models.stylegan2 import (StyleGAN2Generator, _conv_up2, _setup_filter, _up_pad,
+                                         _upfirdn2d)
 
 Z, W = 8, 8
 
@@ -107,6 +108,31 @@ def test_fir_upsampling_keeps_a_constant_image_constant_inside():
     y = _upfirdn2d(x, f, up=2, pad=_up_pad(f), gain=4.0)  # zero insertion: gain 4 keeps DC
     assert y.shape == (1, 2, 12, 12)
     assert torch.allclose(y[:, :, 2:-2, 2:-2], torch.full_like(y[:, :, 2:-2, 2:-2], 2.5))
+
+
+def test_up2_conv_is_fir_upsampling_then_a_true_convolution():
+    # the definition: upsample ×2 by zero insertion, FIR-filter with gain 4 (padded for a 3×3
+    # "same" convolution), then convolve (flipped kernel); we compute it as a stride-2
+    # transposed convolution followed by the FIR filter
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 5, 5, generator=g, dtype=torch.float64)
+    w = torch.randn(4, 3, 3, 3, generator=g, dtype=torch.float64)
+    f = _setup_filter([1, 3, 3, 1]).double()
+    p0, p1 = 1 + (4 + 1) // 2, 1 + (4 - 2) // 2
+    ref = torch.nn.functional.conv2d(_upfirdn2d(x, f, up=2, pad=(p0, p1, p0, p1), gain=4.0),
+                                     w.flip([2, 3]))
+    got = _conv_up2(x, w, f)
+    assert got.shape == (2, 4, 10, 10)
+    assert torch.allclose(got, ref, atol=1e-12)
+
+
+def test_bfloat16_output_is_close_to_float32():
+    G = make_G(res=8).float()
+    z = z_batch().float()
+    ref = G(z)
+    low = G.to(torch.bfloat16)(z)
+    assert low.dtype == torch.bfloat16
+    assert (low.float() - ref).abs().max() <= 0.05 * ref.abs().max()
 
 
 def test_config_rebuilds_the_same_architecture_and_registry_loads_it(tmp_path):

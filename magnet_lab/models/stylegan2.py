@@ -24,6 +24,18 @@ grouped conv) and ``"shared"`` (scale the input by the styles, one ordinary conv
 weight, scale the output by the demodulation coefficients), the default: cheaper under vmap.
 We compute in the module's dtype (float32, float64 for tests, bfloat16 where asked), never in the
 official fp16 blocks (``num_fp16_res`` is accepted and ignored). ``w_avg`` is never updated here.
+
+Use::
+
+    G = StyleGAN2Generator(512, 0, 512, 1024, 3, synthesis_kwargs=dict(conv_clamp=256))
+    G.load_state_dict(official_state_dict, strict=True)
+    img = G(z, psi=0.7, cutoff=8, noise_mode="const")   # [B, 3, 1024, 1024], roughly [-1, 1]
+    ws = G.mapping(z, c, psi, cutoff); img = G.synthesis(ws, "random", noise_seed=0)
+    Gt = G.with_options(psi=0.7, noise_mode="none")     # Gt(z) is what spectra differentiates
+    log_sv = spectra.log_singular_values(Gt, z, method="projected")
+
+'random' noise is seeded only (``noise_seed``) and drawn with NumPy, so it is reproducible, works
+under vmap, and is not the official (unseeded torch) noise; rows of a batch get different noise.
 """
 from __future__ import annotations
 
