@@ -131,7 +131,8 @@ def _up_pad(f: Tensor, up: int = 2) -> tuple[int, int, int, int]:
 
 def _conv_up2(x: Tensor, weight: Tensor, f: Tensor, groups: int = 1) -> Tensor:
     """A k×k convolution (padding k//2) at twice the resolution: stride-2 transposed conv,
-    then the FIR filter with gain 4. x: [B, I·groups?, H, W]; weight: [O, I, k, k] → [.., 2H, 2W]."""
+    then the FIR filter with gain 4. x: [B, groups·I, H, W], weight: [groups·O, I, k, k]
+    (groups > 1: per-sample weights) → [B, groups·O, 2H, 2W]."""
     O, I, k, _ = weight.shape
     if groups == 1:
         wt = weight.transpose(0, 1)  # (I, O, k, k)
@@ -182,7 +183,7 @@ def _modulated_conv(x: Tensor, weight: Tensor, styles: Tensor, f: Tensor | None,
 
 
 class FullyConnectedLayer(nn.Module):
-    """y = act(x · (weight·lr_mult/√fan_in)ᵀ + bias·lr_mult); weight [out, in], bias [out]."""
+    """y = act(x·(weight·lr_mult/√fan_in)ᵀ + bias·lr_mult); weight [out, in], bias [out]."""
 
     def __init__(self, in_features: int, out_features: int, activation: str = "linear",
                  lr_multiplier: float = 1.0, bias_init: float = 0.0):
@@ -204,7 +205,8 @@ class SynthesisLayer(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int,
                  up: int, use_noise: bool, resample_filter: Any, conv_clamp: float | None):
         super().__init__()
-        self.resolution, self.up, self.use_noise, self.conv_clamp = resolution, up, use_noise, conv_clamp
+        self.resolution, self.up, self.use_noise = resolution, up, use_noise
+        self.conv_clamp = conv_clamp
         self.register_buffer("resample_filter", _setup_filter(resample_filter))
         self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
         self.weight = nn.Parameter(torch.randn([out_channels, in_channels, 3, 3]))
@@ -242,7 +244,7 @@ class ToRGBLayer(nn.Module):
 
 
 class SkipLayer(nn.Module):
-    """The resnet branch: 1×1 conv (weight × 1/√fan_in, no bias) then FIR upsampling (gain 4)."""
+    """The resnet branch: 1×1 conv (weight × 1/√fan_in, no bias), FIR upsampling (gain 4)."""
 
     def __init__(self, in_channels: int, out_channels: int, resample_filter: Any):
         super().__init__()
@@ -288,7 +290,8 @@ def _normalize_2nd_moment(x: Tensor) -> Tensor:
 
 def _is_transformed(t: Tensor) -> bool:
     """True inside torch.func transforms (vmap/jvp/grad), where values cannot be inspected."""
-    return torch._C._functorch.is_functorch_wrapped_tensor(t)
+    probe = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)  # private API
+    return bool(probe(t)) if probe is not None else False
 
 
 def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
