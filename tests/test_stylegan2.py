@@ -90,6 +90,14 @@ def test_state_dict_keys_and_shapes_are_the_official_ones(architecture, c_dim, e
     assert G.num_ws == 4  # b4: conv1 (+ torgb sharing b8.conv0's w), b8: conv0, conv1, torgb
 
 
+def test_fp16_and_fused_modconv_options_are_accepted_and_change_nothing():
+    z = z_batch().float()
+    base = make_G(res=8).float()
+    other = make_G(res=8, num_fp16_res=4, fp16_channels_last=True,
+                   fused_modconv_default="inference_only").float()
+    assert torch.equal(other(z), base(z))  # same seed, same weights: fp32 either way
+
+
 def test_num_ws_is_18_at_1024():
     with torch.device("meta"):
         G = StyleGAN2Generator(512, 0, 512, 1024, 3)

@@ -68,7 +68,9 @@ _MAPPING_DEFAULTS = dict(num_layers=8, embed_features=None, layer_features=None,
                          activation="lrelu", lr_multiplier=0.01, w_avg_beta=0.995)
 _SYNTHESIS_DEFAULTS = dict(channel_base=32768, channel_max=512, num_fp16_res=0, conv_clamp=None,
                            architecture="skip", resample_filter=[1, 3, 3, 1], use_noise=True,
-                           fp16_channels_last=False)
+                           fp16_channels_last=False, fused_modconv_default=True)
+# accepted for compatibility and ignored: num_fp16_res, fp16_channels_last (we never run fp16
+# blocks) and fused_modconv_default (stylegan3-repo pickles; our `modulation` is the analogue)
 
 
 # ---------------------------------------------------------------------------------------------
