@@ -346,3 +346,13 @@ def test_bad_inputs_give_clear_errors():
         StyleGAN2Generator(Z, 0, W, 12, 3)
     with pytest.raises(ValueError, match=r"unknown synthesis_kwargs \['channels'\]"):
         StyleGAN2Generator(Z, 0, W, 8, 3, synthesis_kwargs=dict(channels=4))
+
+
+def test_fingerprint_tells_run_options_apart():
+    """A bank of G at ψ = 0.7 is not a bank of G at ψ = 1: the fingerprint must differ."""
+    from magnet_lab.models import fingerprint
+
+    G = make_G()
+    assert fingerprint(G) == fingerprint(G.with_options())
+    assert fingerprint(G) != fingerprint(G.with_options(psi=0.7))
+    assert fingerprint(G) != fingerprint(G.with_options(noise_mode="none"))

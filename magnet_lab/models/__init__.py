@@ -104,15 +104,19 @@ def generate(G: nn.Module, z: torch.Tensor, *, psi: float = 1.0,
 
 
 def _config(model: nn.Module) -> Any:
-    """The model's architecture and constructor arguments as recorded, or None when unknown."""
+    """The model's class, constructor arguments and run options (``config()``/``options()`` when
+    it has them, e.g. StyleGAN2's ψ, cutoff and noise mode), or None where unknown."""
     cfg = getattr(model, "config", None)
-    cfg = cfg() if callable(cfg) else cfg
-    return {"architecture": type(model).__name__, "config": cfg}
+    recorded = {"architecture": type(model).__name__, "config": cfg() if callable(cfg) else cfg}
+    if callable(getattr(model, "options", None)):
+        recorded["options"] = model.options()
+    return recorded
 
 
 def fingerprint(model: nn.Module) -> str:
-    """A 16-hex-digit SHA-256 of what ``model`` computes: its class, its configuration
-    (``model.config()`` when it has one, e.g. a LeakyReLU slope that no tensor holds) and every
+    """A 16-hex-digit SHA-256 of what ``model`` computes: its class, its configuration and run
+    options (``model.config()``/``model.options()`` when it has them: a LeakyReLU slope that no
+    tensor holds, StyleGAN2's ψ/cutoff/noise mode) and every
     tensor of its state (names, dtypes, shapes, values). Retrained weights or an edited
     configuration change it, so a bank or cache keyed on it is never reused for another model."""
     if not isinstance(model, nn.Module):
