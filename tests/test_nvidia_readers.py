@@ -81,10 +81,11 @@ def _evil_src(marker: Path) -> str:
 
 
 class _Net:
-    """A persistence object as NVIDIA pickles it: ``_reconstruct_persistent_obj(meta)``."""
+    """A persistence object as NVIDIA pickles it: ``_reconstruct_persistent_obj(meta)``, with the
+    bare class name and the defining module's source text (here: a payload plus ``src``)."""
 
     def __init__(self, class_name: str, marker: Path, params=None, buffers=None, modules=None,
-                 init_kwargs=None) -> None:
+                 init_kwargs=None, src: str = "") -> None:
         state = {"training": False,
                  "_parameters": OrderedDict((k, torch.nn.Parameter(v)) for k, v in (params or {}).items()),
                  "_buffers": OrderedDict(buffers or {}), "_non_persistent_buffers_set": set(),
@@ -92,7 +93,7 @@ class _Net:
                  "_modules": OrderedDict(modules or {}),
                  "_init_args": (), "_init_kwargs": init_kwargs or {},
                  "act_gain": np.float64(np.sqrt(2))}  # numpy scalars, as NVIDIA's layers store
-        self.meta = {"type": "class", "version": 4, "module_src": _evil_src(marker),
+        self.meta = {"type": "class", "version": 4, "module_src": _evil_src(marker) + src,
                      "class_name": class_name, "state": state}
 
     def __reduce__(self):
@@ -142,7 +143,8 @@ def _ada_generator(marker: Path, *, flat: bool = False, architecture: str = "ski
     """G_ema of the tiny config as the ADA repo (``flat=False``) or the stylegan3 repo's
     networks_stylegan2 (``flat=True``) pickles it, and the state dict it must read back as."""
     gen = torch.Generator().manual_seed(seed)
-    mod = "training.networks_stylegan2" if flat else "training.networks"
+    # the stylegan3 repo's networks_stylegan2 source mentions fused_modconv_default; ADA's does not
+    src = "# SynthesisBlock(..., fused_modconv_default=True)\n" if flat else ""
     expected: dict[str, torch.Tensor] = {}
 
     def rand(key: str, *shape: int) -> torch.Tensor:
@@ -154,11 +156,11 @@ def _ada_generator(marker: Path, *, flat: bool = False, architecture: str = "ski
         return FILTER.clone()
 
     def net(cls: str, prefix: str, params=(), buffers=(), modules=None, init_kwargs=None) -> _Net:
-        return _Net(f"{mod}.{cls}", marker,
+        return _Net(cls, marker,
                     params={k: rand(prefix + k, *s) for k, s in params},
                     buffers={k: (filt(prefix + k) if k == "resample_filter" else rand(prefix + k, *s))
                              for k, s in buffers},
-                    modules=modules, init_kwargs=init_kwargs)
+                    modules=modules, init_kwargs=init_kwargs, src=src)
 
     def fc(prefix: str, fin: int, fout: int) -> _Net:
         return net("FullyConnectedLayer", prefix, [("weight", (fout, fin)), ("bias", (fout,))])
@@ -189,8 +191,8 @@ def _ada_generator(marker: Path, *, flat: bool = False, architecture: str = "ski
                   modules={"fc0": fc("mapping.fc0.", 8, 8), "fc1": fc("mapping.fc1.", 8, 8)})
     syn_kwargs = EasyDict(channel_base=64, channel_max=16, architecture=architecture)
     if flat:  # stylegan3 repo: synthesis kwargs at top level, plus a runtime-only option
-        init = dict(TINY, mapping_kwargs=EasyDict(num_layers=2), fused_modconv_default="inference_only",
-                    **syn_kwargs)
+        init = dict(TINY, mapping_kwargs=EasyDict(num_layers=2, freeze_layers=0),
+                    fused_modconv_default="inference_only", **syn_kwargs)
     else:
         init = dict(TINY, mapping_kwargs=EasyDict(num_layers=2), synthesis_kwargs=syn_kwargs)
     g = net("Generator", "", modules={"synthesis": synthesis, "mapping": mapping}, init_kwargs=init)
@@ -199,8 +201,8 @@ def _ada_generator(marker: Path, *, flat: bool = False, architecture: str = "ski
 
 def _ada_pickle(path: Path, g: _Net, protocol: int = 4) -> Path:
     marker = path.parent / "src_ran"
-    d = _Net("training.networks.Discriminator", marker)
-    aug = _Net("training.augment.AugmentPipe", marker, buffers={"p": torch.zeros([])})
+    d = _Net("Discriminator", marker)
+    aug = _Net("AugmentPipe", marker, buffers={"p": torch.zeros([])})
     data = {"G": g, "D": d, "G_ema": g, "augment_pipe": aug,
             "training_set_kwargs": EasyDict(path="ffhq.zip", resolution=8, max_size=np.int64(70000))}
     path.write_bytes(_dumps(data, protocol))
@@ -230,9 +232,9 @@ def test_stylegan3_repo_flat_kwargs_are_nested_with_that_repos_defaults(tmp_path
     state, config = read_stylegan2(_ada_pickle(tmp_path / "sg2-from-sg3-repo.pkl", g))
     assert set(state) == set(SKIP_SHAPES)
     assert all(torch.equal(state[k], v) for k, v in expected.items())
-    want = {**ADA_CONFIG, "synthesis_kwargs": {**ADA_CONFIG["synthesis_kwargs"],
-                                               "num_fp16_res": 4, "conv_clamp": 256}}
-    assert config == want  # fused_modconv_default (runtime only) is dropped
+    want = {**ADA_CONFIG, "mapping_kwargs": {**ADA_CONFIG["mapping_kwargs"], "w_avg_beta": 0.998},
+            "synthesis_kwargs": {**ADA_CONFIG["synthesis_kwargs"], "num_fp16_res": 4, "conv_clamp": 256}}
+    assert config == want  # fused_modconv_default and freeze_layers (training only) are dropped
     assert not marker.exists()
 
 
@@ -263,9 +265,13 @@ def test_config_that_disagrees_with_tensor_shapes_is_refused(tmp_path):
     assert str(tmp_path / "g.pkl") in str(err.value)
 
 
-def test_stylegan3_generator_is_refused_by_class_name(tmp_path):
+@pytest.mark.parametrize("class_name, src", [
+    ("Generator", "class SynthesisInput(torch.nn.Module):\n    pass\n"),  # as NVIDIA stores it
+    ("training.networks_stylegan3.Generator", ""),
+])
+def test_stylegan3_generator_is_refused_by_class_or_source_text(tmp_path, class_name, src):
     marker = tmp_path / "ran"
-    g = _Net("training.networks_stylegan3.Generator", marker, init_kwargs=dict(TINY))
+    g = _Net(class_name, marker, init_kwargs=dict(TINY), src=src)
     with pytest.raises(ValueError, match="StyleGAN3 generator.*arrives later") as err:
         read_stylegan2(_ada_pickle(tmp_path / "sg3.pkl", g))
     assert str(tmp_path / "sg3.pkl") in str(err.value) and "\n" not in str(err.value)
@@ -274,12 +280,10 @@ def test_stylegan3_generator_is_refused_by_class_name(tmp_path):
 
 def test_stylegan3_generator_is_refused_by_its_layer_keys(tmp_path):
     marker = tmp_path / "ran"
-    affine = _Net("training.networks_stylegan2.FullyConnectedLayer", marker,
-                  params={"weight": torch.zeros(4, 8)})
-    layer = _Net("training.networks_stylegan2.SynthesisLayer", marker, modules={"affine": affine})
-    syn = _Net("training.networks_stylegan2.SynthesisNetwork", marker, modules={"L0_36_512": layer})
-    g = _Net("training.networks_stylegan2.Generator", marker, modules={"synthesis": syn},
-             init_kwargs=dict(TINY))
+    affine = _Net("FullyConnectedLayer", marker, params={"weight": torch.zeros(4, 8)})
+    layer = _Net("SynthesisLayer", marker, modules={"affine": affine})
+    syn = _Net("SynthesisNetwork", marker, modules={"L0_36_512": layer})
+    g = _Net("Generator", marker, modules={"synthesis": syn}, init_kwargs=dict(TINY))
     with pytest.raises(ValueError, match=r"StyleGAN3 generator \(layer synthesis\.L0_36_512"):
         read_stylegan2(_ada_pickle(tmp_path / "sg3.pkl", g))
 

@@ -17,9 +17,10 @@ from typing import Any
 
 import torch
 
-# MappingNetwork defaults (identical in the ADA and stylegan3 repositories).
+# MappingNetwork defaults in stylegan2-ada-pytorch; the stylegan3 repository's w_avg_beta is 0.998.
 MAPPING_DEFAULTS: dict[str, Any] = {"num_layers": 8, "embed_features": None, "layer_features": None,
                                     "activation": "lrelu", "lr_multiplier": 0.01, "w_avg_beta": 0.995}
+SG3_REPO_MAPPING_DEFAULTS: dict[str, Any] = {**MAPPING_DEFAULTS, "w_avg_beta": 0.998}
 # SynthesisNetwork + SynthesisBlock + SynthesisLayer defaults in stylegan2-ada-pytorch.
 ADA_SYNTHESIS_DEFAULTS: dict[str, Any] = {
     "channel_base": 32768, "channel_max": 512, "num_fp16_res": 0, "conv_clamp": None,
@@ -28,7 +29,8 @@ ADA_SYNTHESIS_DEFAULTS: dict[str, Any] = {
 # stylegan3 repository's networks_stylegan2: the same names, two different defaults.
 SG3_REPO_SYNTHESIS_DEFAULTS: dict[str, Any] = {**ADA_SYNTHESIS_DEFAULTS, "num_fp16_res": 4,
                                                "conv_clamp": 256}
-_RUNTIME_ONLY = ("fused_modconv_default",)  # changes no weight; the ADA constructor lacks it
+# stylegan3-repository options that change no stored weight and that the ADA constructor lacks
+_RUNTIME_ONLY = {"synthesis": ("fused_modconv_default",), "mapping": ("freeze_layers", "freeze_embed")}
 _TOP = ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels")
 _SG3_KEY = re.compile(r"synthesis\.(L\d+_\d+_\d+|input)\.")
 
@@ -36,9 +38,10 @@ _SG3_KEY = re.compile(r"synthesis\.(L\d+_\d+_\d+|input)\.")
 def normalise_config(kwargs: Mapping[str, Any], *, flat: bool, source: str) -> dict[str, Any]:
     """The ADA-layout config from a Generator's stored constructor kwargs: ``flat=False`` for the
     ADA repository (nested ``synthesis_kwargs``), ``flat=True`` for the stylegan3 repository's
-    ``networks_stylegan2`` (synthesis kwargs at top level, ``num_fp16_res`` 4 and ``conv_clamp``
-    256 by default). Every default is filled in; ``embed_features``/``layer_features`` resolve to
-    ints. Raises ValueError naming ``source`` for a missing dimension or an unknown kwarg."""
+    ``networks_stylegan2`` (synthesis kwargs at top level; defaults ``num_fp16_res`` 4,
+    ``conv_clamp`` 256, ``w_avg_beta`` 0.998; its training-only options are dropped). Every
+    default is filled in; ``embed_features``/``layer_features`` resolve to ints. Raises
+    ValueError naming ``source`` for a missing dimension or an unknown kwarg."""
     kwargs = dict(kwargs)
     missing = [k for k in _TOP if k not in kwargs]
     if missing:
@@ -47,19 +50,22 @@ def normalise_config(kwargs: Mapping[str, Any], *, flat: bool, source: str) -> d
     mapping = dict(kwargs.pop("mapping_kwargs", None) or {})
     if flat:
         synthesis, defaults = kwargs, SG3_REPO_SYNTHESIS_DEFAULTS
+        mapping_defaults = SG3_REPO_MAPPING_DEFAULTS
+        for section, keys in ((synthesis, _RUNTIME_ONLY["synthesis"]), (mapping, _RUNTIME_ONLY["mapping"])):
+            for k in keys:
+                section.pop(k, None)
     else:
         synthesis, defaults = dict(kwargs.pop("synthesis_kwargs", None) or {}), ADA_SYNTHESIS_DEFAULTS
+        mapping_defaults = MAPPING_DEFAULTS
         if kwargs:
             raise ValueError(f"{source}: unknown generator kwargs {sorted(kwargs)}")
-    for k in _RUNTIME_ONLY:
-        synthesis.pop(k, None)
-    for given, known, what in ((mapping, MAPPING_DEFAULTS, "mapping"),
+    for given, known, what in ((mapping, mapping_defaults, "mapping"),
                                (synthesis, defaults, "synthesis")):
         unknown = sorted(set(given) - set(known))
         if unknown:
             raise ValueError(f"{source}: unknown {what} kwargs {unknown}; only StyleGAN2 "
                              f"generators with {sorted(known)} are read")
-    mapping = {k: _plain(mapping.get(k, v)) for k, v in MAPPING_DEFAULTS.items()}
+    mapping = {k: _plain(mapping.get(k, v)) for k, v in mapping_defaults.items()}
     if mapping["embed_features"] is None:
         mapping["embed_features"] = top["w_dim"]
     if top["c_dim"] == 0:
@@ -161,12 +167,14 @@ def check_state(state: Mapping[str, torch.Tensor], config: Mapping[str, Any], so
                          f"mis-shaped {bad[:5]}")
 
 
-def refuse_stylegan3(keys: Any, class_name: str, source: str) -> None:
-    """Raise ValueError naming ``source`` for a StyleGAN3 generator (its class name or its
-    ``synthesis.L<i>_<size>_<channels>`` / ``synthesis.input`` layers)."""
+def refuse_stylegan3(keys: Any, class_name: str, source: str, module_src: str = "") -> None:
+    """Raise ValueError naming ``source`` for a StyleGAN3 generator: a class name from
+    ``networks_stylegan3``, embedded source text defining ``SynthesisInput`` (read as text, never
+    run), or ``synthesis.L<i>_<size>_<channels>`` / ``synthesis.input`` layers."""
     hit = next((k for k in keys if _SG3_KEY.match(k)), None)
-    if "networks_stylegan3" in class_name or hit is not None:
-        what = class_name if "networks_stylegan3" in class_name else f"layer {hit}"
+    by_name = "networks_stylegan3" in class_name or "class SynthesisInput" in module_src
+    if by_name or hit is not None:
+        what = f"class {class_name}" if by_name else f"layer {hit}"
         raise ValueError(f"{source}: a StyleGAN3 generator ({what}); only StyleGAN2 generators "
                          "are read today, StyleGAN3 support arrives later")
 

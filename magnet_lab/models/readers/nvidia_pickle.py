@@ -3,7 +3,8 @@
 Two families. (1) stylegan2-ada-pytorch and stylegan3-repository ``.pkl``: a dict with ``G``,
 ``D``, ``G_ema``, ``training_set_kwargs``, ``augment_pipe``; each network is pickled as a call
 of ``torch_utils.persistence._reconstruct_persistent_obj(meta)`` where ``meta`` holds ``type``
-'class', ``version``, ``module_src`` (the network's source code), ``class_name`` and ``state``
+'class', ``version``, ``module_src`` (the network's source code), ``class_name`` (bare, e.g.
+``Generator``: the module exists only as that source text) and ``state``
 (the module ``__dict__``: ``_parameters``, ``_buffers``, ``_modules`` OrderedDicts,
 ``_init_args``/``_init_kwargs``). (2) the original TensorFlow StyleGAN2 ``.pkl`` (config-e/f
 FFHQ): a tuple ``(G, D, Gs)`` of ``dnnlib.tflib.network.Network`` objects whose state holds
@@ -16,7 +17,10 @@ executed), ``Network`` records its state, tensors are rebuilt from their storage
 Any other global (``posix.system``, ``builtins.eval``, a user class) is refused, naming it, before
 anything is called. The generator kept is ``G_ema`` (TF: ``Gs``). Its config comes from the
 stored kwargs (ADA: nested ``synthesis_kwargs``; stylegan3 repository: flat, with
-``num_fp16_res`` 4 and ``conv_clamp`` 256 by default) and is checked against the tensor shapes.
+``num_fp16_res`` 4, ``conv_clamp`` 256 and ``w_avg_beta`` 0.998 by default; told apart by that
+layout and, when no synthesis kwarg was given, by ``fused_modconv_default`` in the source text)
+and is checked against the tensor shapes. StyleGAN3 generators (``SynthesisInput`` in the source
+text, ``synthesis.L*_*_*`` layers) are refused.
 
 TensorFlow → ADA key map (variables under component ``mapping/`` or ``synthesis/``; ``r`` a
 resolution, weights ``[k, k, in, out]`` and dense ``[in, out]`` in TF):
@@ -207,15 +211,22 @@ def read_stylegan2(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], di
 
 
 def _from_persistent(g: _Persistent, path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    class_name = str(g.meta.get("class_name", ""))
+    class_name = str(g.meta.get("class_name", ""))  # the bare name ("Generator") in NVIDIA's files
+    module_src = g.meta.get("module_src")
+    module_src = module_src if isinstance(module_src, str) else ""  # only searched as text
     state = _flatten(g, "", path)
-    sg2.refuse_stylegan3(state, class_name, str(path))
-    if class_name not in ("training.networks.Generator", "training.networks_stylegan2.Generator"):
+    sg2.refuse_stylegan3(state, class_name, str(path), module_src)
+    if class_name.rsplit(".", 1)[-1] != "Generator":
         raise ValueError(f"{path}: G_ema is {class_name!r}, not a StyleGAN2 Generator")
     own = g.meta.get("state") or {}
     args = list(own.get("_init_args", own.get("init_args", ())) or ())
     kwargs = dict(own.get("_init_kwargs", own.get("init_kwargs", {})) or {})
-    flat = class_name.startswith("training.networks_stylegan2")
+    # ADA nests synthesis_kwargs; the stylegan3 repository's networks_stylegan2 is flat and its
+    # source (the only trace of which repository wrote the file) has fused_modconv_default
+    flat = "synthesis_kwargs" not in kwargs and len(args) < 7 and (
+        "networks_stylegan2" in class_name or "fused_modconv_default" in module_src
+        or bool(set(kwargs) - {"z_dim", "c_dim", "w_dim", "img_resolution", "img_channels",
+                               "mapping_kwargs"}))
     names = ["z_dim", "c_dim", "w_dim", "img_resolution", "img_channels", "mapping_kwargs"]
     kwargs.update(zip(names + ([] if flat else ["synthesis_kwargs"]), args))
     config = sg2.normalise_config(kwargs, flat=flat, source=str(path))
