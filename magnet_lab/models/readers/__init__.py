@@ -70,7 +70,7 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         return reader.read(path)
     except ValueError as err:
         claimed = [r.DESCRIPTION for r in READERS if r is not reader and path.suffix in r.SUFFIXES]
-        if not claimed:
+        if not claimed or path.suffix in reader.SUFFIXES:  # .pkl is both pickle readers' suffix
             raise
         raise ValueError(f"{err} (the file is named {path.suffix}, suggesting {claimed[0]}, but its "
                          f"content is {reader.DESCRIPTION})") from err
