@@ -507,6 +507,14 @@ def test_hand_written_os_system_global_is_refused_by_that_name(tmp_path):
     assert not marker.exists()
 
 
+def test_pickle_that_sets_attributes_on_a_stand_in_class_is_refused(tmp_path):
+    path = tmp_path / "evil.pkl"  # EasyDict (an allowed global) then BUILD (None, {"x": 1}):
+    path.write_bytes(b"\x80\x02cdnnlib.util\nEasyDict\nN}X\x01\x00\x00\x00xK\x01s\x86b.")  # setattr
+    with pytest.raises(ValueError, match="is a class or function, and the pickle tries to set"):
+        read_stylegan2(path)
+    assert not hasattr(nvidia_pickle.ALLOWED_GLOBALS["dnnlib.util.EasyDict"], "x")
+
+
 @pytest.mark.parametrize("cut", [0.1, 0.5, 0.9, -1])
 def test_truncated_nvidia_pickle_gives_a_named_error(tmp_path, cut):
     g, _ = _ada_generator(tmp_path / "ran")

@@ -46,6 +46,7 @@ import io
 import os
 import pickle
 import re
+import types
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -159,9 +160,21 @@ ALLOWED_GLOBALS: dict[str, Any] = {
 }
 
 
-class RestrictedUnpickler(pickle.Unpickler):
+class RestrictedUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its opcodes can be guarded
     """An unpickler that resolves only ``ALLOWED_GLOBALS`` (to our stand-ins) and refuses every
-    other global, and every persistent id, before anything is called."""
+    other global, every persistent id, and any BUILD (attribute setting) aimed at a class or
+    function rather than an instance, so a file cannot rewire our stand-ins for later loads."""
+
+    dispatch = dict(pickle._Unpickler.dispatch)
+
+    def load_build(self) -> None:
+        target = self.stack[-2]
+        if isinstance(target, (type, types.FunctionType, types.BuiltinFunctionType, types.ModuleType)):
+            raise _Refused(getattr(target, "__qualname__", type(target).__name__),
+                           "is a class or function, and the pickle tries to set its attributes")
+        super().load_build()
+
+    dispatch[pickle.BUILD[0]] = load_build
 
     def find_class(self, module: str, name: str) -> Any:
         # protocol < 3 writes Python 2 names (__builtin__.eval); name and judge the Python 3 ones
