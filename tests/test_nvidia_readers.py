@@ -411,6 +411,14 @@ def test_rosinality_checkpoint_maps_to_our_keys(tmp_path):
     assert torch.equal(state["synthesis.b8.conv0.resample_filter"], FILTER)
 
 
+def test_rosinality_training_checkpoint_without_latent_avg_warns_and_zeros_w_avg(tmp_path):
+    path = tmp_path / "010000.pt"
+    torch.save({"g_ema": _rosinality_state(), "g": _rosinality_state(1)}, path)
+    with pytest.warns(UserWarning, match="no latent_avg.*zeros"):
+        state, _ = read_stylegan2(path)
+    assert torch.equal(state["mapping.w_avg"], torch.zeros(8))
+
+
 def test_torch_file_without_g_ema_is_not_a_stylegan2_checkpoint(tmp_path):
     path = tmp_path / "plain.pt"
     torch.save({"w": torch.zeros(2)}, path)

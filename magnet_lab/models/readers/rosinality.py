@@ -24,6 +24,7 @@ import argparse
 import os
 import pickle
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -73,8 +74,9 @@ def read_stylegan2(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], di
 def convert(g: dict[str, torch.Tensor], latent_avg: torch.Tensor | None, *, source: str
             ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """``(state, config)`` from a rosinality ``Generator.state_dict()`` and its ``latent_avg``
-    (``[w_dim]``; zeros when None). Raises ValueError naming ``source`` for missing keys or
-    inconsistent shapes."""
+    (``[w_dim]``; zeros, with a warning, when None: training checkpoints lack it, and truncation
+    then needs ``w_avg`` estimated from the mapping network). Raises ValueError naming ``source``
+    for missing keys or inconsistent shapes."""
     def get(key: str) -> torch.Tensor:
         if key not in g or not isinstance(g[key], torch.Tensor):
             raise ValueError(f"{source}: g_ema lacks {key}")
@@ -100,8 +102,11 @@ def convert(g: dict[str, torch.Tensor], latent_avg: torch.Tensor | None, *, sour
     for i in range(n_mlp):
         state[f"mapping.fc{i}.weight"] = get(f"style.{i + 1}.weight")
         state[f"mapping.fc{i}.bias"] = get(f"style.{i + 1}.bias")
-    state["mapping.w_avg"] = (torch.zeros(w_dim) if latent_avg is None
-                              else latent_avg.detach().to(torch.float32).reshape(-1))
+    if latent_avg is None:
+        warnings.warn(f"{source}: no latent_avg in the checkpoint; mapping.w_avg is set to zeros, "
+                      "so estimate it (mean of mapping(z)) before truncating", stacklevel=2)
+        latent_avg = torch.zeros(w_dim)
+    state["mapping.w_avg"] = latent_avg.detach().to(torch.float32).reshape(-1)
     state["synthesis.b4.const"] = get("input.input")[0]
     convs = [("synthesis.b4.conv1", "conv1")]
     rgbs = [("synthesis.b4.torgb", "to_rgb1")]
