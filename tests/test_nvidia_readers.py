@@ -515,6 +515,30 @@ def test_hand_written_os_system_global_is_refused_by_that_name(tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.parametrize("field, value", [("_init_kwargs", 5), ("_init_args", 3),
+                                          ("_parameters", "x"), ("_non_persistent_buffers_set", 7)])
+def test_malformed_generator_state_gives_a_named_error(tmp_path, field, value):
+    g, _ = _ada_generator(tmp_path / "ran")
+    g.meta["state"][field] = value
+    path = _ada_pickle(tmp_path / "g.pkl", g)
+    if field == "_non_persistent_buffers_set":  # ignored when not a set: the file still reads
+        assert set(read_stylegan2(path)[0]) == set(SKIP_SHAPES)
+        return
+    with pytest.raises(ValueError) as err:
+        read_stylegan2(path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_malformed_rosinality_tensor_gives_a_named_error(tmp_path):
+    g = _rosinality_state()
+    g["noises.noise_1"] = torch.zeros(3)  # wrong rank
+    path = tmp_path / "r.pt"
+    torch.save({"g_ema": g, "latent_avg": torch.zeros(8)}, path)
+    with pytest.raises(ValueError, match="malformed rosinality checkpoint") as err:
+        read_stylegan2(path)
+    assert str(path) in str(err.value)
+
+
 def test_pickle_that_sets_attributes_on_a_stand_in_class_is_refused(tmp_path):
     path = tmp_path / "evil.pkl"  # EasyDict (an allowed global) then BUILD (None, {"x": 1}):
     path.write_bytes(b"\x80\x02cdnnlib.util\nEasyDict\nN}X\x01\x00\x00\x00xK\x01s\x86b.")  # setattr

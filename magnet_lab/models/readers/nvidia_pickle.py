@@ -213,12 +213,16 @@ def read_stylegan2(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], di
     StyleGAN3 generator, an unknown layout, or weights that disagree with their config."""
     path = Path(path)
     data = restricted_load(path)
-    if isinstance(data, tuple) and data and all(isinstance(n, _TFNetwork) for n in data):
-        return _from_tf(data[-1], path)
-    if isinstance(data, _TFNetwork):
-        return _from_tf(data, path)
-    if isinstance(data, dict) and isinstance(data.get("G_ema"), _Persistent):
-        return _from_persistent(data["G_ema"], path)
+    try:
+        if isinstance(data, tuple) and data and all(isinstance(n, _TFNetwork) for n in data):
+            return _from_tf(data[-1], path)
+        if isinstance(data, _TFNetwork):
+            return _from_tf(data, path)
+        if isinstance(data, dict) and isinstance(data.get("G_ema"), _Persistent):
+            return _from_persistent(data["G_ema"], path)
+    except (TypeError, AttributeError, KeyError, IndexError, RuntimeError) as err:  # odd values
+        raise ValueError(f"{path}: malformed StyleGAN2 pickle ({type(err).__name__}: "
+                         f"{str(err)[:200]})") from err
     raise ValueError(f"{path}: a pickle without a StyleGAN generator (expected a dict with "
                      f"'G_ema' or TensorFlow networks, got {type(data).__name__})")
 
@@ -254,7 +258,8 @@ def _flatten(module: _Persistent, prefix: str, path: Path) -> dict[str, torch.Te
                                            for k in ("_parameters", "_buffers", "_modules")):
         raise ValueError(f"{path}: {prefix or 'G_ema'} has no module state "
                          "(_parameters/_buffers/_modules)")
-    skip = st.get("_non_persistent_buffers_set") or set()
+    skip = st.get("_non_persistent_buffers_set")
+    skip = skip if isinstance(skip, (set, frozenset)) else set()
     out: dict[str, torch.Tensor] = {}
     for name, t in [*st["_parameters"].items(), *((n, b) for n, b in st["_buffers"].items()
                                                    if n not in skip)]:

@@ -68,7 +68,14 @@ def read_stylegan2(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], di
     ckpt = load(path)
     if not is_rosinality(ckpt):
         raise ValueError(f"{path}: not a rosinality checkpoint (no 'g_ema' state dict)")
-    return convert(ckpt["g_ema"], ckpt.get("latent_avg"), source=str(path))
+    latent_avg = ckpt.get("latent_avg")
+    if latent_avg is not None and not isinstance(latent_avg, torch.Tensor):
+        raise ValueError(f"{path}: latent_avg is a {type(latent_avg).__name__}, not a tensor")
+    try:
+        return convert(ckpt["g_ema"], latent_avg, source=str(path))
+    except (TypeError, IndexError, RuntimeError) as err:  # tensors of the wrong rank or size
+        raise ValueError(f"{path}: malformed rosinality checkpoint ({type(err).__name__}: "
+                         f"{str(err)[:200]})") from err
 
 
 def convert(g: dict[str, torch.Tensor], latent_avg: torch.Tensor | None, *, source: str
