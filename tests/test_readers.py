@@ -16,8 +16,9 @@ from safetensors.torch import save_file
 
 from magnet_lab import features, paths
 from magnet_lab.models.fmnist import FmnistDCGAN
-from magnet_lab.models.readers import (identify, load_checkpoint, pickle_file, read_state_dict,
-                                       safetensors_file, save_checkpoint, sidecar_path, torch_file)
+from magnet_lab.models.readers import (identify, load_checkpoint, nvidia_pickle, pickle_file,
+                                       read_state_dict, safetensors_file, save_checkpoint,
+                                       sidecar_path, torch_file)
 from magnet_lab.registry import load_classifier, load_generator
 
 
@@ -68,13 +69,16 @@ def test_legacy_torch_save_format_loads_weights_only(tmp_path):
     assert torch.equal(load_generator(legacy)(z), model(z))
 
 
-def test_nvidia_style_pickle_is_named_and_not_yet_supported(tmp_path):
+def test_nvidia_style_pickle_goes_to_the_restricted_nvidia_reader(tmp_path):
     pkl = tmp_path / "stylegan2-ffhq-config-f.pkl"
-    # what the start of NVIDIA's pickles looks like: a global from their dnnlib package
+    # what the start of NVIDIA's pickles looks like: a global from their dnnlib package (here a
+    # TF network with no state; tests/test_nvidia_readers.py reads complete ones)
     pkl.write_bytes(b"\x80\x03cdnnlib.tflib.network\nNetwork\nq\x00)\x81q\x01.")
-    with pytest.raises(ValueError, match="NVIDIA StyleGAN pickle.*not yet supported") as err:
+    assert identify(pkl) is nvidia_pickle
+    with pytest.raises(ValueError, match="TensorFlow network pickle version None < 4") as err:
         load_generator(pkl)
     assert str(pkl) in str(err.value) and "\n" not in str(err.value)
+    assert "suggesting" not in str(err.value)  # .pkl is the NVIDIA reader's own suffix
 
 
 # --------------------------------------------------------------------------- configuration binding

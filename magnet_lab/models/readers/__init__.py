@@ -5,9 +5,14 @@ A checkpoint is a weights file plus a JSON sidecar ``<stem>.json`` recording at 
 arguments), plus whatever training record the writer adds and ``provenance``. ``READERS`` lists
 the format modules in the order they are tried; each has ``NAME``, ``DESCRIPTION``, ``SUFFIXES``,
 ``READABLE`` (False: recognised only to be refused), ``sniff(head: bytes) -> bool`` (the file's
-first ``HEAD_BYTES``) and ``read(path) -> (state_dict, metadata)``. Today: ``safetensors_file`` (ours), ``torch_file`` (``torch.load(weights_only=True)``)
-and ``pickle_file`` (recognised and refused). Adding a format is one module plus one entry here.
-Nothing is ever unpickled.
+first ``HEAD_BYTES``) and ``read(path) -> (state_dict, metadata)``. Today: ``safetensors_file`` (ours), ``torch_file`` (``torch.load(weights_only=True)``),
+``nvidia_pickle`` (NVIDIA StyleGAN2 pickles through a restricted unpickler: allow-listed globals
+resolved to our stand-ins, nothing from the file executed) and ``pickle_file`` (every other
+pickle: recognised and refused). Adding a format is one module plus one entry here.
+
+``read_stylegan2(path) -> (state, config)`` reads any StyleGAN2 generator checkpoint (NVIDIA ADA,
+stylegan3-repository and TensorFlow pickles, rosinality ``.pt``) into the key names of
+stylegan2-ada-pytorch's ``Generator.state_dict()`` and that repository's nested constructor kwargs.
 """
 from __future__ import annotations
 
@@ -22,12 +27,12 @@ import torch
 from torch import nn
 
 from ... import provenance as _prov
-from . import pickle_file, safetensors_file, torch_file
+from . import nvidia_pickle, pickle_file, rosinality, safetensors_file, torch_file
 
 __all__ = ["HEAD_BYTES", "READERS", "WEIGHT_SUFFIXES", "build_model", "identify", "load_checkpoint",
-           "read_state_dict", "save_checkpoint", "sidecar_path"]
+           "read_state_dict", "read_stylegan2", "save_checkpoint", "sidecar_path"]
 
-READERS: tuple[ModuleType, ...] = (safetensors_file, torch_file, pickle_file)
+READERS: tuple[ModuleType, ...] = (safetensors_file, torch_file, nvidia_pickle, pickle_file)
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth")  # what registry names treat as a path
 HEAD_BYTES = 64
 _BOUND_FIELDS = ("architecture", "kwargs")  # sidecar fields the safetensors metadata must agree with
@@ -65,7 +70,7 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         return reader.read(path)
     except ValueError as err:
         claimed = [r.DESCRIPTION for r in READERS if r is not reader and path.suffix in r.SUFFIXES]
-        if not claimed:
+        if not claimed or path.suffix in reader.SUFFIXES:  # .pkl is both pickle readers' suffix
             raise
         raise ValueError(f"{err} (the file is named {path.suffix}, suggesting {claimed[0]}, but its "
                          f"content is {reader.DESCRIPTION})") from err
@@ -76,6 +81,27 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     sidecar needed), e.g. a standard feature extractor's weights. Raises as ``identify`` does and
     ValueError naming the path for refused, corrupt or truncated content."""
     return _read(Path(path))[0]
+
+
+def read_stylegan2(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """``(state, config)`` of the StyleGAN2 generator in ``path``, dispatched by content: a torch
+    file whose ``weights_only`` load holds ``g_ema`` is a rosinality checkpoint; a raw pickle goes
+    through the restricted NVIDIA unpickler (persistence objects: ADA/stylegan3 repository;
+    ``dnnlib.tflib.network.Network``: TensorFlow). ``state`` holds float32 CPU tensors named as
+    stylegan2-ada-pytorch's ``Generator.state_dict()``; ``config`` is the JSON-able
+    ``{z_dim, c_dim, w_dim, img_resolution, img_channels, mapping_kwargs, synthesis_kwargs}``
+    with every default filled, so ``Generator(**config).load_state_dict(state)`` is exact.
+    Raises as ``identify`` does, and ValueError naming the path for a refused global, corrupt
+    or truncated content, a StyleGAN3 generator, or any other format."""
+    path = Path(path)
+    reader = identify(path)
+    if reader is torch_file:
+        return rosinality.read_stylegan2(path)
+    if reader in (nvidia_pickle, pickle_file):
+        return nvidia_pickle.read_stylegan2(path)
+    raise ValueError(f"{path}: {reader.DESCRIPTION} holds no StyleGAN2 generator configuration; "
+                     "readable: NVIDIA StyleGAN2 .pkl (ADA, stylegan3 repository, TensorFlow) "
+                     "and rosinality .pt")
 
 
 def save_checkpoint(model: nn.Module, path: str | os.PathLike, sidecar: Mapping[str, Any]) -> Path:

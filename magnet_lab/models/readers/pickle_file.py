@@ -1,8 +1,9 @@
-"""Raw Python pickles (``pickle.dump`` output, NVIDIA's StyleGAN ``.pkl``): recognised, refused.
+"""Raw Python pickles (``pickle.dump`` output) other than NVIDIA's: recognised, refused.
 
 Unpickling runs whatever the file names, so these are never opened with ``pickle``. ``read``
-only explains, in one line, what the file seems to be. A restricted reader for NVIDIA pickles
-will be its own module and registry entry, listed before this one.
+only explains, in one line, what the file seems to be. NVIDIA StyleGAN2 pickles are read by
+``nvidia_pickle`` (a restricted unpickler), listed before this module; one whose first bytes did
+not say so is pointed to ``read_stylegan2`` here.
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ def read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         head = fh.read(4096)
     if any(m in head for m in _NVIDIA_MODULES):
         raise ValueError(f"{path}: seems to be an NVIDIA StyleGAN pickle (references dnnlib/"
-                         "torch_utils); reading NVIDIA pickles is not yet supported, and pickles "
-                         "are never unpickled")
+                         "torch_utils), refused here; read it with magnet_lab.models.readers."
+                         "read_stylegan2 (a restricted unpickler)")
     raise ValueError(f"{path}: a raw Python pickle, refused: unpickling runs code from the file; "
                      "save the weights as .safetensors with a .json sidecar instead")
