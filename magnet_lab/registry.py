@@ -2,18 +2,23 @@
 
 Adding an architecture is one entry in ``ARCHITECTURES`` (sidecar name → ``nn.Module`` class built
 with the sidecar's ``kwargs``); adding a shipped model is one entry in ``GENERATORS`` or
-``CLASSIFIERS`` (built-in name → file under ``magnet_lab.paths.data_dir()``).
+``CLASSIFIERS`` (built-in name → file under ``magnet_lab.paths.data_dir()``). A StyleGAN2 file
+without a sidecar — NVIDIA's ``.pkl`` (stylegan2-ada-pytorch, stylegan3 repository, TensorFlow)
+or a rosinality ``.pt`` — is read by ``models.readers.read_stylegan2`` (never unpickled) into our
+``StyleGAN2Generator``.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from . import paths
-from .models.readers import WEIGHT_SUFFIXES, build_model, load_checkpoint
+from .models.readers import (WEIGHT_SUFFIXES, build_model, identify, load_checkpoint,
+                             read_stylegan2, safetensors_file, sidecar_path)
 from .models.fmnist import FmnistClassifier, FmnistDCGAN
 from .models.stylegan2 import StyleGAN2Generator
 
@@ -34,7 +39,7 @@ def _resolve(spec: str | os.PathLike, table: dict[str, str], kind: str) -> Path:
                                     "recreate it with `python scripts/train_fmnist.py --out data/`")
         return path
     path = Path(spec).expanduser()
-    looks_like_path = (not isinstance(spec, str) or path.suffix in WEIGHT_SUFFIXES
+    looks_like_path = (not isinstance(spec, str) or path.suffix in WEIGHT_SUFFIXES + (".pkl",)
                        or os.sep in str(spec) or path.exists())
     if not looks_like_path:
         raise ValueError(f"unknown {kind} {spec!r}; known names: {sorted(table)} "
@@ -42,8 +47,14 @@ def _resolve(spec: str | os.PathLike, table: dict[str, str], kind: str) -> Path:
     return path
 
 
-def _load(path: Path, device: str | torch.device, dtype: torch.dtype) -> nn.Module:
-    state, sidecar = load_checkpoint(path)
+def _load(path: Path, device: str | torch.device, dtype: torch.dtype, *,
+          stylegan2: bool = False) -> nn.Module:
+    if stylegan2 and not sidecar_path(path).is_file() and identify(path) is not safetensors_file:
+        state, config = read_stylegan2(path)  # NVIDIA .pkl / rosinality .pt: no sidecar needed
+        sidecar = {"architecture": "StyleGAN2Generator", "kwargs": config,
+                   "source": {"file": str(path), "reader": identify(path).NAME}}
+    else:
+        state, sidecar = load_checkpoint(path)
     model = build_model(state, sidecar, ARCHITECTURES, source=path)
     model.to(device=device, dtype=dtype).eval().requires_grad_(False)
     model.sidecar = sidecar
@@ -51,16 +62,29 @@ def _load(path: Path, device: str | torch.device, dtype: torch.dtype) -> nn.Modu
 
 
 def load_generator(spec: str | os.PathLike, device: str | torch.device = "cpu",
-                   dtype: torch.dtype = torch.float32) -> nn.Module:
+                   dtype: torch.dtype = torch.float32, **options: Any) -> nn.Module:
     """A generator in eval mode with frozen parameters, ``z_dim`` and ``forward(z [B, z_dim]) ->
-    [B, C, H, W]`` in [-1, 1]; ``spec`` is a built-in name (``GENERATORS``) or a checkpoint path.
-    Its training record is ``model.sidecar``. Raises ValueError for an unknown name (listing the
-    known ones) or a bad checkpoint, FileNotFoundError for a missing file or sidecar."""
+    [B, C, H, W]`` (about [-1, 1]); ``spec`` is a built-in name (``GENERATORS``), a checkpoint
+    with a JSON sidecar, or a StyleGAN2 file without one (NVIDIA ``.pkl`` of stylegan2-ada-pytorch,
+    the stylegan3 repository or TensorFlow StyleGAN2; rosinality ``.pt``), read without running
+    its code. ``options`` set a StyleGAN2's run options — ``psi``, ``cutoff``, ``noise_mode``
+    (``"const"``, ``"random"`` with ``noise_seed``, ``"none"``), ``modulation`` — which a plain
+    ``G(z)`` (and so ``spectra``) then uses. The record of where it came from is
+    ``model.sidecar``. Raises ValueError for an unknown name (listing the known ones), a bad or
+    refused checkpoint, or options the generator does not take; FileNotFoundError for a missing
+    file or sidecar."""
     path = _resolve(spec, GENERATORS, "generator")
-    model = _load(path, device, dtype)
+    model = _load(path, device, dtype, stylegan2=True)
     if not isinstance(getattr(model, "z_dim", None), int):
         raise ValueError(f"{path}: architecture {model.sidecar['architecture']} is not a generator "
                          "(no integer z_dim)")
+    if options:
+        if not callable(getattr(model, "with_options", None)):
+            raise ValueError(f"{path}: {type(model).__name__} takes no run options, got "
+                             f"{sorted(options)} (truncation of a plain generator is a "
+                             "generation setting: models.generate(G, z, psi=...))")
+        sidecar, model = model.sidecar, model.with_options(**options)
+        model.sidecar = sidecar
     return model
 
 

@@ -68,7 +68,8 @@ _MAPPING_DEFAULTS = dict(num_layers=8, embed_features=None, layer_features=None,
                          activation="lrelu", lr_multiplier=0.01, w_avg_beta=0.995)
 _SYNTHESIS_DEFAULTS = dict(channel_base=32768, channel_max=512, num_fp16_res=0, conv_clamp=None,
                            architecture="skip", resample_filter=[1, 3, 3, 1], use_noise=True,
-                           fp16_channels_last=False, fused_modconv_default=True)
+                           fp16_channels_last=False, fused_modconv_default=True,
+                           activation="lrelu")
 # accepted for compatibility and ignored: num_fp16_res, fp16_channels_last (we never run fp16
 # blocks) and fused_modconv_default (stylegan3-repo pickles; our `modulation` is the analogue)
 
@@ -527,6 +528,9 @@ class StyleGAN2Generator(nn.Module):
         m, s = {**_MAPPING_DEFAULTS, **mk}, {**_SYNTHESIS_DEFAULTS, **sk}
         _check_choice("architecture", s["architecture"], ARCHITECTURES)
         _check_choice("mapping activation", m["activation"], tuple(_ACTIVATIONS))
+        # StyleGAN2's synthesis layers are leaky ReLU 0.2 (the official default; the readers
+        # record it explicitly); another value would need layers we do not implement
+        _check_choice("synthesis activation", s["activation"], ("lrelu",))
         n = m["num_layers"]
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"mapping num_layers must be a positive integer, got {n!r}")
