@@ -356,3 +356,13 @@ def test_fingerprint_tells_run_options_apart():
     assert fingerprint(G) == fingerprint(G.with_options())
     assert fingerprint(G) != fingerprint(G.with_options(psi=0.7))
     assert fingerprint(G) != fingerprint(G.with_options(noise_mode="none"))
+
+
+def test_synthesis_takes_one_w_broadcast_to_every_layer():
+    G = make_G()
+    w = torch.randn(2, G.w_dim, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    ws = w[:, None, :].expand(-1, G.num_ws, -1)
+    assert torch.equal(G.synthesis(w), G.synthesis(ws))
+    assert torch.equal(G(ws), G.synthesis(ws))
+    with pytest.raises(ValueError, match="ws must have shape"):
+        G.synthesis(torch.randn(2, G.w_dim + 1, dtype=torch.float64))

@@ -431,8 +431,10 @@ class SynthesisNetwork(nn.Module):
         self.num_ws = w_idx + 1
 
     def _ws(self, ws: Any) -> Tensor:
-        shape = f"[B, num_ws={self.num_ws}, w_dim={self.w_dim}]"
+        shape = f"[B, num_ws={self.num_ws}, w_dim={self.w_dim}] (or one w [B, {self.w_dim}])"
         _check_tensor("ws", ws, shape)
+        if ws.ndim == 2 and ws.shape[1] == self.w_dim:  # one w for every layer, as mapping does
+            ws = ws[:, None, :].expand(-1, self.num_ws, -1)  # [B, num_ws, w_dim]
         if ws.ndim != 3 or tuple(ws.shape[1:]) != (self.num_ws, self.w_dim):
             raise ValueError(f"ws must have shape {shape}, got {tuple(ws.shape)}")
         return ws.to(self.b4.const.dtype)
@@ -447,7 +449,8 @@ class SynthesisNetwork(nn.Module):
 
     def forward(self, ws: Tensor, noise_mode: str = "const", noise_seed: int | None = None,
                 modulation: str | None = None) -> Tensor:
-        """Images ``[B, img_channels, R, R]`` of per-layer latents ``ws [B, num_ws, w_dim]``.
+        """Images ``[B, img_channels, R, R]`` of per-layer latents ``ws [B, num_ws, w_dim]`` (or
+        one ``w [B, w_dim]``, broadcast to every layer).
         ``noise_mode``: 'const' (the stored noise_const buffers), 'random' (noise drawn from a
         NumPy generator seeded by ``noise_seed``: reproducible, and usable under vmap, where torch
         random ops are refused) or 'none'; ``modulation`` None: the constructor's. Raises
