@@ -117,10 +117,13 @@ def _cmd_bank(args: argparse.Namespace) -> int:
             raise UserError(f"--worker takes I/N (e.g. 0/4), got {args.worker!r}") from None
     spec = _generator_spec(args.generator)
     dtype = getattr(torch, args.dtype)
-    G = load_generator(spec, device=args.device, dtype=dtype)
+    options = {k: v for k in ("psi", "cutoff", "noise_mode", "noise_seed")
+               if (v := getattr(args, k)) is not None}
+    G = load_generator(spec, device=args.device, dtype=dtype, **options)
     z = sampling.gaussian_latents(args.n, G.z_dim, seed=args.seed, dtype=dtype).to(args.device)
     vb = bank.build(G, z, args.out, shard_size=args.shard_size, generator_id=spec,
                     latent_law={"law": "gaussian", "seed": args.seed}, worker=worker,
+                    generator_options=options,
                     method=args.method, k=args.k, proj_dim=args.proj_dim,
                     seed=args.spectra_seed, chunk=args.chunk, dtype=dtype)
     print(f"[bank] {len(vb)} latents, log σ {tuple(vb.log_sv.shape)}, "
@@ -146,7 +149,8 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     spec = args.generator or vb.meta.get("generator_id")
     if not spec:
         raise UserError(f"bank {args.bank} does not say which generator made it; pass --generator")
-    G = load_generator(_generator_spec(spec), dtype=getattr(torch, identity.get("dtype", "float32")))
+    G = load_generator(_generator_spec(spec), dtype=getattr(torch, identity.get("dtype", "float32")),
+                       **(vb.meta.get("generator_options") or {}))
     want, have = identity.get("generator_fingerprint"), fingerprint(G)
     if want is None:
         print(f"[sample] warning: bank {args.bank} records no generator fingerprint; cannot check "
@@ -210,6 +214,11 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--shard-size", type=int, default=DEFAULT_SHARD_SIZE)
     b.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     b.add_argument("--device", default="cpu")
+    b.add_argument("--psi", type=float, default=None, help="StyleGAN2: truncation psi")
+    b.add_argument("--cutoff", type=int, default=None, help="StyleGAN2: layers truncated")
+    b.add_argument("--noise-mode", default=None, choices=["const", "random", "none"],
+                   help="StyleGAN2: noise (random needs --noise-seed)")
+    b.add_argument("--noise-seed", type=int, default=None)
     b.add_argument("--worker", help="I/N: compute only shards I, I+N, ... (scale-out; run N "
                    "processes on the same --out, then load the directory)")
     b.add_argument("--out", default=None, help="bank directory (shards; resumable); default: "

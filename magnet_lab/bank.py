@@ -476,7 +476,7 @@ def build(G: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor,
           shard_size: int = DEFAULT_SHARD_SIZE, seeds: torch.Tensor | None = None,
           labels: torch.Tensor | None = None, worker: tuple[int, int] | None = None,
           latent_law: dict | None = None, fingerprint: str | None = None,
-          **spectra_kwargs: Any) -> VolumeBank:
+          generator_options: dict | None = None, **spectra_kwargs: Any) -> VolumeBank:
     """Build (or resume) a sharded bank in directory ``path`` (None: ``default_path``): z
     ``[N, d]`` is split into shards of ``shard_size`` rows; each shard missing on disk gets
     ``spectra.log_singular_values(G, z_shard, progress=False, **spectra_kwargs)`` and is saved
@@ -485,7 +485,8 @@ def build(G: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor,
     latent_law=..., fingerprint=..., **spectra_kwargs)``: a build into a folder holding shards
     of another identity (other weights, seeds, dtype, options, ...) is refused, naming the
     field and both values. ``generator_id`` is how the generator is loaded again (a built-in
-    name or a path). ``seeds``/``labels`` are optional int64 ``[N]``. Temporary files of this
+    name or a path) and ``generator_options`` the ``load_generator`` run options it was loaded
+    with (e.g. StyleGAN2's ``psi``), both recorded in the meta. ``seeds``/``labels`` are optional int64 ``[N]``. Temporary files of this
     call's shards left by a killed write are removed. Scale-out: ``worker=(i, n)`` makes this
     call own shards i, i+n, ... only (run n processes on the same z and path, then
     ``VolumeBank.load(path)``); it returns the merge of its own shards, whose meta lists the
@@ -555,6 +556,7 @@ def build(G: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor,
                                  f"{hi - lo} latents")
             prov = prov or _prov.provenance()
             meta = {"identity": identity, "generator_id": generator_id,
+                    "generator_options": _normalised(generator_options or {}),
                     "spectra_kwargs": _normalised(recorded), "shard": i, "shard_range": [lo, hi],
                     "shard_size": shard_size, "n_total": n, "provenance": prov}
             bank = VolumeBank(log_sv=log_sv, meta=meta, **want)

@@ -97,3 +97,19 @@ def test_cli_builds_a_bank_of_a_pickle_and_samples_from_it(ada_pkl, tmp_path):
     assert main(["sample", "--bank", str(out), "--n", "4", "--top-k", "7",
                  "--out", str(tmp_path / "s")]) == 0
     assert (tmp_path / "s.png").stat().st_size > 0
+
+
+def test_cli_bank_at_a_psi_samples_with_the_same_options(ada_pkl, tmp_path, capsys):
+    """The bank records the run options; sample reloads the generator with them (its
+    fingerprint must match), and a bank at psi 0.7 is a different bank from one at psi 1."""
+    out = tmp_path / "bank"
+    common = ["bank", "--generator", str(ada_pkl), "--n", "4", "--shard-size", "2",
+              "--method", "projected", "--proj-dim", "16", "--k", "7", "--out", str(out)]
+    assert main(common + ["--psi", "0.7", "--noise-mode", "none", "--worker", "0/2"]) == 0
+    vb_meta = VolumeBank.load(out / "shard-00000.safetensors").meta
+    assert vb_meta["generator_options"] == {"psi": 0.7, "noise_mode": "none"}
+    capsys.readouterr()
+    assert main(common + ["--worker", "1/2"]) == 2  # psi 1 is another generator
+    assert "generator_fingerprint differs" in capsys.readouterr().err
+    assert main(common + ["--psi", "0.7", "--noise-mode", "none", "--worker", "1/2"]) == 0
+    assert main(["sample", "--bank", str(out), "--n", "3", "--out", str(tmp_path / "s")]) == 0
