@@ -9,12 +9,9 @@ file if it were ever executed.
 from __future__ import annotations
 
 import argparse
-import builtins
 import contextlib
 import json
-import os
 import pickle
-import shlex
 import subprocess
 import sys
 import types
@@ -28,6 +25,7 @@ import torch
 
 from magnet_lab.models.readers import (identify, nvidia_pickle, pickle_file, read_state_dict,
                                        read_stylegan2, save_checkpoint)
+from payloads import payload
 
 # ----------------------------------------------------------------------- stand-ins for NVIDIA's names
 
@@ -438,33 +436,7 @@ def test_safetensors_file_holds_no_stylegan2_configuration(tmp_path):
 
 # ----------------------------------------------------------------------- malicious and damaged files
 
-class _Reduce:
-    """Pickles as ``fn(*args)``; nested instances build call chains (``getattr(os, "system")``)."""
-
-    def __init__(self, fn, args) -> None:
-        self.fn, self.args = fn, args
-
-    def __reduce__(self):
-        return self.fn, self.args
-
-    def __call__(self, *args):
-        raise AssertionError("never called while pickling")
-
-
-def _payload(kind: str, marker: Path) -> tuple[_Reduce, str]:
-    """An object whose naive unpickling creates ``marker``, and the global a reader must name."""
-    touch = f"touch {shlex.quote(str(marker))}"
-    write = f"open({str(marker)!r}, 'w').close()"
-    if kind == "posix.system":
-        return _Reduce(os.system, (touch,)), f"{os.system.__module__}.system"
-    if kind == "builtins.eval":
-        return _Reduce(builtins.eval, (write,)), "builtins.eval"
-    if kind == "builtins.exec":
-        return _Reduce(builtins.exec, (write,)), "builtins.exec"
-    if kind == "subprocess.Popen":
-        return _Reduce(subprocess.Popen, (["touch", str(marker)],)), "subprocess.Popen"
-    system = _Reduce(builtins.getattr, (_Reduce(builtins.__import__, ("os",)), "system"))
-    return _Reduce(system, (touch,)), "builtins.getattr"
+_payload = payload
 
 
 KINDS = ["posix.system", "builtins.eval", "builtins.exec", "builtins.getattr", "subprocess.Popen"]

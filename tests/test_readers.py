@@ -2,11 +2,9 @@
 files refused through every library door without running them."""
 from __future__ import annotations
 
-import builtins
 import json
 import os
 import pickle
-import shlex
 import shutil
 from pathlib import Path
 
@@ -20,6 +18,7 @@ from magnet_lab.models.readers import (identify, load_checkpoint, nvidia_pickle,
                                        read_state_dict, safetensors_file, save_checkpoint,
                                        sidecar_path, torch_file)
 from magnet_lab.registry import load_classifier, load_generator
+from payloads import Reduce, payload
 
 
 def _tiny(tmp_path: Path) -> tuple[Path, FmnistDCGAN]:
@@ -168,51 +167,29 @@ def test_damaged_files_give_one_line_errors_naming_the_path(tmp_path, damage, me
 
 # --------------------------------------------------------------------------- malicious files
 
-class _Reduce:
-    """Pickles as ``fn(*args)``; nested instances build call chains (``getattr(os, "system")``).
-    Callable only so that pickle accepts one as another's ``fn``."""
-
-    def __init__(self, fn, args) -> None:
-        self.fn, self.args = fn, args
-
-    def __reduce__(self):
-        return self.fn, self.args
-
-    def __call__(self, *args):
-        raise AssertionError("never called while pickling")
-
-
-def _payload(kind: str, marker: Path) -> _Reduce:
+def _payload(kind: str, marker: Path) -> Reduce:
     """An object whose unpickling writes ``marker`` through ``kind``'s dangerous global."""
-    write = f"open({str(marker)!r}, 'w').close()"
-    if kind == "os.system":
-        return _Reduce(os.system, (f"touch {shlex.quote(str(marker))}",))
-    if kind == "builtins.eval":
-        return _Reduce(builtins.eval, (write,))
-    if kind == "builtins.exec":
-        return _Reduce(builtins.exec, (write,))
-    system = _Reduce(builtins.getattr, (_Reduce(builtins.__import__, ("os",)), "system"))
-    return _Reduce(system, (f"touch {shlex.quote(str(marker))}",))
+    return payload(kind, marker)[0]
 
 
-def _torch_zip(path: Path, payload: _Reduce) -> None:
+def _torch_zip(path: Path, payload: Reduce) -> None:
     torch.save({"net.0.weight": torch.zeros(1), "x": payload}, path)
 
 
-def _torch_legacy(path: Path, payload: _Reduce) -> None:
+def _torch_legacy(path: Path, payload: Reduce) -> None:
     torch.save({"net.0.weight": torch.zeros(1), "x": payload}, path,
                _use_new_zipfile_serialization=False)
 
 
-def _raw_pickle(path: Path, payload: _Reduce) -> None:
+def _raw_pickle(path: Path, payload: Reduce) -> None:
     path.write_bytes(pickle.dumps(payload, protocol=2))
 
 
-def _raw_pickle_v4(path: Path, payload: _Reduce) -> None:
+def _raw_pickle_v4(path: Path, payload: Reduce) -> None:
     path.write_bytes(pickle.dumps({"net.0.weight": torch.zeros(1), "x": payload}, protocol=4))
 
 
-def _raw_pickle_v0(path: Path, payload: _Reduce) -> None:  # text protocol: no \x80 header at all
+def _raw_pickle_v0(path: Path, payload: Reduce) -> None:  # text protocol: no \x80 header at all
     path.write_bytes(pickle.dumps(payload, protocol=0))
 
 
