@@ -75,10 +75,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
     extra = parse_params(args.param)
     out = Path(args.out) if args.out else paths.reports_dir()
     for key, src in sources.items():
-        unknown = sorted(set(extra) - _notebook_parameters(src))
+        known = _notebook_parameters(src)
+        unknown = sorted(set(extra) - known)
         if unknown:
             raise UserError(f"{src.name} has no parameter(s) {unknown}; its parameters are "
-                            f"{sorted(_notebook_parameters(src))}")
+                            f"{sorted(known)}")
     for key, src in sources.items():
         t0 = time.perf_counter()
         params = ({"smoke": True} if args.smoke else {}) | extra

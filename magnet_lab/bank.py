@@ -361,6 +361,20 @@ def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
 
 
+def _spectra_arguments(spectra_kwargs: dict) -> dict:
+    """Every ``spectra.log_singular_values`` argument a bank build passes, defaults filled in
+    (without ``G``, ``z`` and ``progress``, which the bank sets). Raises TypeError for unknown
+    names or a reserved one."""
+    from . import spectra  # lazy: building needs the generator machinery, loading does not
+
+    for reserved in ("G", "z", "progress"):
+        if reserved in spectra_kwargs:
+            raise TypeError(f"the bank sets {reserved!r} itself; do not pass it")
+    bound = inspect.signature(spectra.log_singular_values).bind_partial(**spectra_kwargs)
+    bound.apply_defaults()  # TypeError above for unknown argument names
+    return {k: v for k, v in bound.arguments.items() if k not in ("G", "z", "progress")}
+
+
 def latents_digest(z: torch.Tensor) -> str:
     """SHA-256 (hex) of latents ``z`` ``[N, d]``: dtype, shape and every value's bytes."""
     z = z.detach().to("cpu").contiguous()
@@ -381,7 +395,6 @@ def bank_identity(G: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor, *,
     ``z_dim``, ``dtype`` and ``sha256`` of z ``[N, d]``. Speed-only options (``chunk``,
     ``block``, ``progress``, ``memory``) are not part of it. Raises TypeError for unknown spectra arguments
     and ValueError for a non-Module G without ``fingerprint`` or a bad ``latent_law``."""
-    from . import spectra  # lazy: the identity needs spectra's signature, loading banks does not
     from .models import fingerprint as model_fingerprint
 
     check_latents(z)
@@ -396,13 +409,8 @@ def bank_identity(G: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor, *,
     law = {"law": "given"} if latent_law is None else dict(latent_law)
     if not isinstance(law.get("law"), str):
         raise ValueError(f"latent_law must be a dict with a string 'law', got {latent_law!r}")
-    for reserved in ("G", "z", "progress"):
-        if reserved in spectra_kwargs:
-            raise TypeError(f"the bank sets {reserved!r} itself; do not pass it")
-    bound = inspect.signature(spectra.log_singular_values).bind_partial(**spectra_kwargs)
-    bound.apply_defaults()  # TypeError above for unknown argument names
-    opts = {k: v for k, v in bound.arguments.items()
-            if k not in ("G", "z") and k not in SPEED_ONLY_KWARGS}
+    opts = {k: v for k, v in _spectra_arguments(spectra_kwargs).items()
+            if k not in SPEED_ONLY_KWARGS}
     method = opts.pop("method")
     for key, methods in _METHOD_KWARGS.items():
         if method not in methods:
@@ -434,11 +442,13 @@ def identity_mismatch(a: dict | None, b: dict | None) -> str | None:
     return None
 
 
-def default_path(identity: dict, generator_id: str) -> Path:
-    """The one cache-path rule: ``paths.cache_dir()/banks/<generator_id slug>-<16 hex digits of
-    the identity>``, so two builds share a folder exactly when their identities are equal."""
+def default_path(identity: dict, generator_id: str, root: str | Path | None = None) -> Path:
+    """The one cache-path rule: ``root/<generator_id slug>-<16 hex digits of the identity>``
+    (``root`` None: ``paths.cache_dir()/banks``), so two builds share a folder exactly when their
+    identities are equal."""
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(str(generator_id)).stem or "generator")[:48]
-    return paths.cache_dir() / "banks" / f"{slug}-{_digest(identity)[:16]}"
+    root = Path(root) if root is not None else paths.cache_dir() / "banks"
+    return root / f"{slug}-{_digest(identity)[:16]}"
 
 
 def _read_meta(path: Path) -> dict:
@@ -476,8 +486,10 @@ def build(G: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor,
           shard_size: int = DEFAULT_SHARD_SIZE, seeds: torch.Tensor | None = None,
           labels: torch.Tensor | None = None, worker: tuple[int, int] | None = None,
           latent_law: dict | None = None, fingerprint: str | None = None,
-          generator_options: dict | None = None, **spectra_kwargs: Any) -> VolumeBank:
-    """Build (or resume) a sharded bank in directory ``path`` (None: ``default_path``): z
+          generator_options: dict | None = None, cache_root: str | Path | None = None,
+          **spectra_kwargs: Any) -> VolumeBank:
+    """Build (or resume) a sharded bank in directory ``path`` (None: ``default_path(identity,
+    generator_id, cache_root)``): z
     ``[N, d]`` is split into shards of ``shard_size`` rows; each shard missing on disk gets
     ``spectra.log_singular_values(G, z_shard, progress=False, **spectra_kwargs)`` and is saved
     atomically (then the folder is fsynced) as ``path/shard-00000.safetensors``, ...; shards
@@ -512,10 +524,8 @@ def build(G: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor,
         w_index, w_count = 0, 1
     identity = bank_identity(G, z, latent_law=latent_law, fingerprint=fingerprint,
                              **spectra_kwargs)
-    bound = inspect.signature(spectra.log_singular_values).bind_partial(**spectra_kwargs)
-    bound.apply_defaults()
-    recorded = {k: v for k, v in bound.arguments.items() if k not in ("G", "z", "progress")}
-    out_dir = Path(path) if path is not None else default_path(identity, generator_id)
+    recorded = _spectra_arguments(spectra_kwargs)
+    out_dir = Path(path) if path is not None else default_path(identity, generator_id, cache_root)
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"build writes a directory of shards; {out_dir} is a file")
     out_dir.mkdir(parents=True, exist_ok=True)

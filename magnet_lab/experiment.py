@@ -38,13 +38,9 @@ def candidate_bank(G: torch.nn.Module, generator_id: str, n: int, *, seed: int,
     else:
         z, law = latents, None
     z = z.to(param.device, param.dtype)
-    options = dict(method=method, k=k, proj_dim=proj_dim, seed=seed, **spectra_kwargs)
-    identity = bank.bank_identity(G, z, latent_law=law, **options)
-    path = bank.default_path(identity, generator_id)
-    if directory is not None:
-        path = Path(directory) / path.name
-    return bank.build(G, z, path, generator_id=generator_id, shard_size=shard_size,
-                      latent_law=law, **options)
+    return bank.build(G, z, generator_id=generator_id, shard_size=shard_size, latent_law=law,
+                      cache_root=directory, method=method, k=k, proj_dim=proj_dim, seed=seed,
+                      **spectra_kwargs)
 
 
 def polarity_log_weights(vb: bank.VolumeBank, rho: float, *, top_k: int | None = None,

@@ -49,10 +49,11 @@ def _resolve(spec: str | os.PathLike, table: dict[str, str], kind: str) -> Path:
 
 def _load(path: Path, device: str | torch.device, dtype: torch.dtype, *,
           stylegan2: bool = False) -> nn.Module:
-    if stylegan2 and not sidecar_path(path).is_file() and identify(path) is not safetensors_file:
+    reader = identify(path) if stylegan2 and not sidecar_path(path).is_file() else None
+    if reader is not None and reader is not safetensors_file:
         state, config = read_stylegan2(path)  # NVIDIA .pkl / rosinality .pt: no sidecar needed
         sidecar = {"architecture": "StyleGAN2Generator", "kwargs": config,
-                   "source": {"file": str(path), "reader": identify(path).NAME}}
+                   "source": {"file": str(path), "reader": reader.NAME}}
     else:
         state, sidecar = load_checkpoint(path)
     model = build_model(state, sidecar, ARCHITECTURES, source=path)
