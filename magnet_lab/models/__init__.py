@@ -76,6 +76,12 @@ def batched(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, *, batc
     return torch.cat(out)
 
 
+def _check_psi(psi: Any) -> None:
+    if isinstance(psi, bool) or not isinstance(psi, (int, float)) or not (
+            math.isfinite(psi) and psi > 0):
+        raise ValueError(f"psi must be a finite positive number, got {psi!r}")
+
+
 def truncate(G: Any, z: torch.Tensor, psi: float) -> torch.Tensor:
     """Truncation ψ applied to latents ``z`` ``[N, d]`` for generator ``G``.
 
@@ -84,9 +90,7 @@ def truncate(G: Any, z: torch.Tensor, psi: float) -> torch.Tensor:
     (interpolating towards the prior's mean, 0). ψ = 1 returns ``z`` unchanged; ψ > 1 is allowed
     ("anti-truncation"). Raises ValueError unless ψ is a finite positive number.
     """
-    if isinstance(psi, bool) or not isinstance(psi, (int, float)) or not (
-            math.isfinite(psi) and psi > 0):
-        raise ValueError(f"psi must be a finite positive number, got {psi!r}")
+    _check_psi(psi)
     if psi == 1.0:
         return z
     if callable(getattr(G, "truncate", None)):
@@ -98,7 +102,7 @@ def generate(G: nn.Module, z: torch.Tensor, *, psi: float = 1.0,
              batch_size: int = 500) -> torch.Tensor:
     """Images ``[N, C, H, W]`` (float32, CPU, in [-1, 1]) of latents ``z`` ``[N, d]`` under
     truncation ``psi``: ``batched`` inference on ``G``'s device and dtype, in eval mode."""
-    truncate(G, z[:1], psi)  # checks psi before any work
+    _check_psi(psi)  # before any work
     return batched(lambda zb: G(truncate(G, zb, psi)), z, batch_size=batch_size,
                    model=G).float()
 
