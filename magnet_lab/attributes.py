@@ -1,7 +1,8 @@
 """Semantic attributes of generated samples and how biased their distribution is.
 
 For Fashion-MNIST the attribute is the class predicted by the embedded classifier
-(``load_classifier("fmnist")``); face attributes (gender, age, smile) join later. Bias measures
+(``load_classifier("fmnist")``); for faces, gender, age group and smile from ``faces``
+(``predict_face_attributes``, re-exported here; ``face_bias_measures``). Bias measures
 work on any categorical attribute: the class distribution, its KL divergence to the uniform
 distribution (``log C − H(p)``, in nats; 0 means perfectly balanced) and the max/min class
 frequency ratio (1 means balanced, ``inf`` when a class never occurs), each with a percentile
@@ -15,6 +16,7 @@ from typing import Any
 import torch
 
 from . import bootstrap, data
+from .faces import FACE_ATTRIBUTES, MISSING, age_groups, predict_face_attributes  # noqa: F401
 from .models import batched
 
 
@@ -76,4 +78,23 @@ def bias_measures(labels: torch.Tensor, n_classes: int, *, n_boot: int = 1000,
     out["max_min_ratio"] = bootstrap.bootstrap_statistic(
         lambda idx: max_min_ratio(dist(idx).clamp_min(floor)), n, n_boot, seed, level=level)
     out["max_min_ratio"]["floor"] = floor
+    return out
+
+
+def face_bias_measures(face_attributes: dict[str, torch.Tensor], name: str,
+                       **kwargs: Any) -> dict[str, Any]:
+    """``bias_measures`` of the categorical face attribute ``name`` (a key of
+    ``FACE_ATTRIBUTES``) from the dict of ``predict_face_attributes``, over the images where it is
+    known (a face was found, and for ``smiling`` its mouth lies inside the image); adds
+    ``"classes"`` (the class names) and ``"n_missing"`` (images left out). ``kwargs`` go to
+    ``bias_measures``. Raises ValueError for an unknown ``name`` or when no image has a value."""
+    if name not in FACE_ATTRIBUTES:
+        raise ValueError(f"name must be one of {sorted(FACE_ATTRIBUTES)}, got {name!r}")
+    labels = torch.as_tensor(face_attributes[name])
+    known = labels != MISSING
+    if not bool(known.any()):
+        raise ValueError(f"{name} is missing in all {labels.numel()} images (no face found)")
+    classes = FACE_ATTRIBUTES[name]
+    out = bias_measures(labels[known], len(classes), **kwargs)
+    out.update(classes=list(classes), n_missing=int((~known).sum()))
     return out

