@@ -8,7 +8,8 @@ the D x d Jacobian; MaGNET/Polarity weights are built from its singular values, 
                 singular values. Holds chunk·D·d numbers: for small generators and references.
 * ``projected`` the MaGNET authors' estimator: one seeded projection P [proj_dim, D] with
                 orthonormal rows (Gaussian then QR, like Keras' ``Orthogonal`` initializer the TF1
-                code uses), shared by all latents; σ(P·J) from proj_dim VJPs. A sketch of the
+                code uses), shared by all latents; σ(P·J) from proj_dim VJPs, or from d JVPs
+                (P @ J, the same matrix up to rounding) when d < proj_dim. A sketch of the
                 spectrum, not σ(J) itself. P itself is proj_dim·D float64 numbers (3 GiB at
                 StyleGAN2-1024 with proj_dim=128).
 * ``topk``      randomized block subspace iteration (Halko, Martinsson & Tropp 2011, alg. 4.4)
@@ -248,9 +249,15 @@ def _prepare(G: Generator, z: Tensor, method: str, k: int | None, proj_dim: int,
         per_chunk = lambda z_c, b: _log_sv(_jacobian_chunk(f, z_c, D, mode, b), eps)[:, :keep]
     elif method == "projected":
         P = projection_matrix(D, proj_dim, seed, z.dtype, z.device)  # [proj_dim, D]
-        plan = _plan(f, z, proj_dim, chunk, block, memory, fixed=out_bytes + P.nbytes,
-                     dense=proj_dim * d * (2 * s + 16), products=("vjp",))
-        per_chunk = lambda z_c, b: _log_sv(_projected_chunk(f, z_c, P, b), eps)[:, :keep]
+        # P·J from d JVPs (J by columns, then P @ J) when d < proj_dim, else from proj_dim VJPs
+        # (rows uᵀJ with u = P[r]): the same matrix up to rounding, at min(d, proj_dim) passes
+        mode = "forward" if d < proj_dim else "reverse"
+        plan = _plan(f, z, d if mode == "forward" else proj_dim, chunk, block, memory,
+                     fixed=out_bytes + P.nbytes,
+                     dense=(D * d * (2 * s + 16) if mode == "forward" else 0)
+                     + proj_dim * d * (2 * s + 16),
+                     products=("jvp",) if mode == "forward" else ("vjp",))
+        per_chunk = lambda z_c, b: _log_sv(_projected_chunk(f, z_c, P, b, mode), eps)[:, :keep]
     else:
         width = min(k + oversample, r)  # l: directions per sweep
         gen = torch.Generator().manual_seed(seed)
@@ -487,9 +494,14 @@ def _jacobian_chunk(f: Generator, z_c: Tensor, D: int, mode: str, block: int) ->
     return rows.permute(1, 0, 2)
 
 
-def _projected_chunk(f: Generator, z_c: Tensor, P: Tensor, block: int) -> Tensor:
-    """P·J for one chunk: [c, proj_dim, d], row r from the VJP with cotangent P[r]."""
+def _projected_chunk(f: Generator, z_c: Tensor, P: Tensor, block: int,
+                     mode: str = "reverse") -> Tensor:
+    """P·J for one chunk: [c, proj_dim, d]; ``reverse``: row r from the VJP with cotangent P[r];
+    ``forward``: P @ J with J from d JVPs (fewer passes when d < proj_dim)."""
     c = z_c.shape[0]
+    if mode == "forward":
+        J = _jacobian_chunk(f, z_c, P.shape[1], "forward", block)  # [c, D, d]
+        return P @ J  # [c, proj_dim, d]
     _, vjp_fn = vjp(f, z_c)
     rows = _vjps(vjp_fn, lambda s, e: P[s:e, None, :].expand(-1, c, -1).contiguous(), len(P),
                  block)
