@@ -19,15 +19,17 @@ from torch import nn
 from . import paths
 from .models.readers import (WEIGHT_SUFFIXES, build_model, identify, load_checkpoint,
                              read_stylegan2, safetensors_file, sidecar_path)
-from .models.fmnist import FmnistClassifier, FmnistDCGAN
+from .models.fmnist import FmnistClassifier, FmnistDCGAN, FmnistStyleGAN2
 from .models.stylegan2 import StyleGAN2Generator
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {
     "FmnistDCGAN": FmnistDCGAN,
     "FmnistClassifier": FmnistClassifier,
     "StyleGAN2Generator": StyleGAN2Generator,
+    "FmnistStyleGAN2": FmnistStyleGAN2,
 }
-GENERATORS: dict[str, str] = {"fmnist-dcgan": "fmnist-dcgan.safetensors"}
+GENERATORS: dict[str, str] = {"fmnist-dcgan": "fmnist-dcgan.safetensors",
+                              "fmnist-stylegan2": "fmnist-stylegan2.safetensors"}
 CLASSIFIERS: dict[str, str] = {"fmnist": "fmnist-classifier.safetensors"}
 
 

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ..validation import check_latents
+from .stylegan2 import StyleGAN2Generator
 
 # Module types allowed inside FmnistDCGAN.net: each is affine or piecewise affine (BatchNorm is
 # affine in eval mode). Tests and the spline module can check a generator against this list.
@@ -157,3 +158,31 @@ class FmnistClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits ``[B, n_classes]`` of images ``[B, 1, 28, 28]`` in [-1, 1]."""
         return self.head(self.features(x))
+
+
+class FmnistStyleGAN2(StyleGAN2Generator):
+    """The embedded StyleGAN2: our ``StyleGAN2Generator`` synthesising 32×32 one-channel images
+    (Fashion-MNIST padded by 2 pixels of background), whose output is cropped back to
+    ``[B, 1, 28, 28]`` so it lives in the same image space as the data, the classifier and the
+    DCGAN (the crop is a linear map: the model stays CPA in z for fixed noise, up to the
+    normalisation of z). State-dict names are the official ones; ``synthesis``, ``mapping``,
+    ``with_options``, ``truncate`` are inherited. ``G(ws)`` (3-D input) is cropped too.
+    """
+
+    def __init__(self, z_dim: int = 32, c_dim: int = 0, w_dim: int = 128, img_resolution: int = 32,
+                 img_channels: int = 1, mapping_kwargs: dict | None = None,
+                 synthesis_kwargs: dict | None = None, *, modulation: str = "shared",
+                 crop: int = 2) -> None:
+        super().__init__(z_dim, c_dim, w_dim, img_resolution, img_channels, mapping_kwargs,
+                         synthesis_kwargs, modulation=modulation)
+        if isinstance(crop, bool) or not isinstance(crop, int) or not 0 <= 2 * crop < img_resolution:
+            raise ValueError(f"crop must be an integer in [0, img_resolution/2), got {crop!r}")
+        self.crop = crop
+        self._kwargs["crop"] = crop
+
+    def forward(self, z: torch.Tensor, c: torch.Tensor | None = None, **options) -> torch.Tensor:
+        """``StyleGAN2Generator.forward`` cropped by ``crop`` pixels on each side:
+        ``[B, 1, 28, 28]`` by default (``[1, 28, 28]`` for a single latent)."""
+        img = super().forward(z, c, **options)  # [..., R, R]
+        k = self.crop
+        return img[..., k:img.shape[-2] - k, k:img.shape[-1] - k] if k else img
