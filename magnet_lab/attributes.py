@@ -91,10 +91,70 @@ def face_bias_measures(face_attributes: dict[str, torch.Tensor], name: str,
     if name not in FACE_ATTRIBUTES:
         raise ValueError(f"name must be one of {sorted(FACE_ATTRIBUTES)}, got {name!r}")
     labels = torch.as_tensor(face_attributes[name])
+    if not bool((labels != MISSING).any()):
+        raise ValueError(f"{name} is missing in all {labels.numel()} images (no face found)")
+    return attribute_bias(labels, list(FACE_ATTRIBUTES[name]), **kwargs)
+
+
+ATTRIBUTE_KINDS = ("class", "face")
+
+
+def attribute_kind(kind: str, images: torch.Tensor) -> str:
+    """Resolve a notebook's ``attributes`` parameter: "class" (the classifier's predicted class),
+    "face" (gender, age group, smile) or "auto" — "face" for RGB images ``[N, 3, H, W]``, "class"
+    otherwise. Raises ValueError for another value."""
+    if kind == "auto":
+        return "face" if images.ndim == 4 and images.shape[1] == 3 else "class"
+    if kind not in ATTRIBUTE_KINDS:
+        raise ValueError(f"attributes must be 'auto' or one of {ATTRIBUTE_KINDS}, got {kind!r}")
+    return kind
+
+
+def semantic_attributes(images: torch.Tensor, kind: str,
+                        classifier: torch.nn.Module | None = None) -> dict[str, dict[str, Any]]:
+    """The categorical attributes of ``images`` ``[N, C, H, W]`` in [-1, 1] behind one interface:
+    ``{name: {"labels": int64 [N] (MISSING = -1 where unknown), "classes": [names]}}``. ``kind``
+    "class": ``{"class": ...}`` from ``predict_classes(classifier, images)`` (class names from the
+    classifier's sidecar); "face": ``gender``, ``age_group`` and ``smiling`` from
+    ``predict_face_attributes``. Raises ValueError for an unknown kind or a missing classifier."""
+    if kind == "class":
+        if classifier is None:
+            raise ValueError("attributes 'class' need a classifier")
+        names = getattr(classifier, "sidecar", {}).get("class_names") or list(data.CLASS_NAMES)
+        return {"class": {"labels": predict_classes(classifier, images), "classes": list(names)}}
+    if kind == "face":
+        faces = predict_face_attributes(images)
+        return {name: {"labels": faces[name], "classes": list(FACE_ATTRIBUTES[name])}
+                for name in FACE_ATTRIBUTES}
+    raise ValueError(f"kind must be one of {ATTRIBUTE_KINDS}, got {kind!r}")
+
+
+def attribute_bias(labels: torch.Tensor, classes: list[str], **kwargs: Any) -> dict[str, Any]:
+    """``bias_measures`` of one categorical attribute over the samples where it is known (labels
+    != MISSING), plus ``"classes"`` and ``"n_missing"``; ``kwargs`` go to ``bias_measures``.
+    When no sample has a value (e.g. no face found) it says so: ``n`` 0 and ``class_freq``,
+    ``kl_to_uniform``, ``max_min_ratio`` None."""
+    labels = torch.as_tensor(labels).long()
     known = labels != MISSING
     if not bool(known.any()):
-        raise ValueError(f"{name} is missing in all {labels.numel()} images (no face found)")
-    classes = FACE_ATTRIBUTES[name]
+        return {"n": 0, "class_freq": None, "kl_to_uniform": None, "max_min_ratio": None,
+                "classes": list(classes), "n_missing": labels.numel()}
     out = bias_measures(labels[known], len(classes), **kwargs)
     out.update(classes=list(classes), n_missing=int((~known).sum()))
     return out
+
+
+def latent_attributes(G: torch.nn.Module, z: torch.Tensor, kind: str,
+                      classifier: torch.nn.Module | None = None, *, psi: float = 1.0,
+                      chunk: int = 256) -> dict[str, dict[str, Any]]:
+    """``semantic_attributes`` of the images ``G`` makes from latents ``z`` ``[N, d]`` at
+    truncation ``psi``, generated ``chunk`` latents at a time and never all held at once (face
+    images are made at 512², the face models' working size, 8 per batch), so N may be a whole
+    bank at 1024². Returns ``{name: {"labels": int64 [N], "classes": [names]}}``."""
+    from .models import generate
+
+    size, batch = (512, 8) if kind == "face" else (None, 500)
+    parts = [semantic_attributes(generate(G, zc, psi=psi, size=size, batch_size=batch), kind,
+                                 classifier) for zc in z.split(chunk)]
+    return {name: {"labels": torch.cat([p[name]["labels"] for p in parts]),
+                   "classes": parts[0][name]["classes"]} for name in parts[0]}

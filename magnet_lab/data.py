@@ -140,6 +140,44 @@ def fashion_mnist(split: str = "train", root: str | os.PathLike | None = None
     return images.clone(), labels.clone()
 
 
+# ----------------------------------------------------------------------------- image folders
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def image_folder(folder: str | os.PathLike, n: int | None = None, *, size: int | None = None
+                 ) -> torch.Tensor:
+    """The first ``n`` images (all when None) of ``folder`` and its subfolders, in sorted path
+    order (FFHQ's ``00000.png`` ... order), as uint8 ``[n, 3, H, W]`` RGB, resized to ``size``²
+    (antialiased) when given; all images must then share one size. Used for real references
+    such as FFHQ (``notebooks/02``'s ``real_images``). Raises FileNotFoundError for a missing
+    folder or one without .png/.jpg images, ValueError naming a file that cannot be decoded or
+    whose size differs, and for ``n`` < 1."""
+    from torchvision.io import ImageReadMode, decode_image
+    from torchvision.transforms.v2.functional import resize
+
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise FileNotFoundError(f"real image folder {folder} does not exist")
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise ValueError(f"n must be a positive integer or None, got {n!r}")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise FileNotFoundError(f"no {'/'.join(IMAGE_SUFFIXES)} images under {folder}")
+    out = []
+    for path in files[:n]:
+        try:
+            img = decode_image(str(path), mode=ImageReadMode.RGB)  # [3, H, W] uint8
+        except (RuntimeError, ValueError) as err:
+            raise ValueError(f"{path}: not a readable image ({err})") from None
+        if size is not None:
+            img = resize(img, [size, size], antialias=True)
+        if out and img.shape != out[0].shape:
+            raise ValueError(f"{path}: size {tuple(img.shape[1:])} differs from "
+                             f"{tuple(out[0].shape[1:])}; pass size= to resize")
+        out.append(img)
+    return torch.stack(out)  # [n, 3, H, W]
+
+
 # ----------------------------------------------------------------------------- pixel ranges
 def to_model_range(images: torch.Tensor) -> torch.Tensor:
     """uint8 images ``[N, 28, 28]`` (or ``[N, 1, 28, 28]``) → float32 ``[N, 1, 28, 28]`` in [-1, 1]

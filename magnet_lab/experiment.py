@@ -184,16 +184,111 @@ def metric_table(evaluations: dict[str, dict[str, Any]],
 
 
 def evaluate(images: torch.Tensor, real_feats: torch.Tensor, classifier: torch.nn.Module, *,
-             n_boot: int = 200, seed: int = 0, n_classes: int = 10) -> dict[str, Any]:
+             n_boot: int = 200, seed: int = 0, n_classes: int | None = 10) -> dict[str, Any]:
     """Score generated ``images`` ``[M, C, H, W]`` against real features ``[N, F]``.
 
     Returns ``{"metrics": bootstrap.bootstrap_ci(...)}`` (FID, KID, precision, recall, density,
-    coverage with 95 % CIs, in the classifier's feature space), ``"classes"``:
-    ``attributes.bias_measures`` of the predicted classes, and the raw ``"predicted_labels"``
-    ``[M]`` and ``"features"`` ``[M, F]`` for further comparisons.
+    coverage with 95 % CIs, in the feature space of ``classifier``, any module with
+    ``features`` such as ``features.standard_extractor``), the raw ``"features"`` ``[M, F]`` and,
+    unless ``n_classes`` is None (a feature extractor without classes), ``"classes"``:
+    ``attributes.bias_measures`` of the predicted classes and the ``"predicted_labels"`` ``[M]``.
     """
     feats = features.extract_features(classifier, images)  # [M, F]
-    labels = attributes.predict_classes(classifier, images)  # [M]
-    return {"metrics": bootstrap.bootstrap_ci(real_feats, feats, n_boot=n_boot, seed=seed),
-            "classes": attributes.bias_measures(labels, n_classes, n_boot=n_boot, seed=seed),
-            "predicted_labels": labels, "features": feats}
+    out = {"metrics": bootstrap.bootstrap_ci(real_feats, feats, n_boot=n_boot, seed=seed),
+           "features": feats}
+    if n_classes is not None:
+        labels = attributes.predict_classes(classifier, images)  # [M]
+        out["classes"] = attributes.bias_measures(labels, n_classes, n_boot=n_boot, seed=seed)
+        out["predicted_labels"] = labels
+    return out
+
+
+def fmnist_reference(classifier: torch.nn.Module, *, seed: int = 0,
+                     root: str | Path | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
+    """The held-out real reference of the Fashion-MNIST studies: features ``[N, F]`` (float64)
+    under ``classifier`` of the **test** set subsampled with the training split's imbalance
+    (``data.imbalanced_split(test_labels, seed=seed)``, what the generator was asked to model),
+    and a JSON-able description (n, split, seed)."""
+    from . import data
+
+    images, labels = data.fashion_mnist("test", root)
+    idx = data.imbalanced_split(labels, seed=seed)
+    feats = features.extract_features(classifier, data.to_model_range(images[idx]))  # [N, F]
+    return feats, {"dataset": "fashion-mnist", "split": "test, imbalanced_split",
+                   "split_seed": int(seed), "n": len(idx)}
+
+
+def generator_quality(G: torch.nn.Module, classifier: torch.nn.Module, *, n: int = 2000,
+                      seed: int = 1, n_boot: int = 200, reference_seed: int = 0,
+                      root: str | Path | None = None) -> dict[str, Any]:
+    """A generator's plain-sampling (ρ = 0, ψ = 1) quality, as its sidecar records it: ``n``
+    images from ``sampling.gaussian_latents(n, d, seed)`` scored by ``evaluate`` against
+    ``fmnist_reference`` (held-out, imbalanced test set) in the classifier's feature space.
+    Returns ``{"metrics": {name: {"value", "lo", "hi"}} (precision, recall, density, coverage,
+    fid, kid; 95 % percentile bootstrap CIs, n_boot replicates), "kl_to_uniform": {...},
+    "n", "seed", "n_boot", "reference": {...}}``. The same function judges every embedded
+    generator, so their numbers compare."""
+    from . import models
+
+    real, ref = fmnist_reference(classifier, seed=reference_seed, root=root)
+    z = sampling.gaussian_latents(n, G.z_dim, seed=seed)  # [n, d]
+    ev = evaluate(models.generate(G, z), real, classifier, n_boot=n_boot, seed=seed)
+    keep = ("value", "lo", "hi")
+    return {"metrics": {m: {k: float(v[k]) for k in keep} for m, v in ev["metrics"].items()},
+            "kl_to_uniform": {k: float(ev["classes"]["kl_to_uniform"][k]) for k in keep},
+            "n": int(n), "seed": int(seed), "n_boot": int(n_boot), "reference": ref,
+            "feature_space": "embedded classifier's penultimate features (128-d)"}
+
+
+def mixture_evaluations(G: torch.nn.Module, vb: bank.VolumeBank, real_feats: torch.Tensor,
+                        classifier: torch.nn.Module, *, psis: list[float],
+                        fractions: list[float], n: int, top_k: int | None, seed: int,
+                        n_boot: int = 200, replace: bool = False,
+                        n_classes: int | None = None, size: int | None = None,
+                        batch_size: int = 500) -> list[dict[str, Any]]:
+    """The MaGNET appendix's "% MaGNET" table: for each truncation ψ (one row) and each MaGNET
+    fraction f (``Sampler(rho=1, magnet_fraction=f)``: f·n MaGNET draws, the rest plain, from the
+    same bank), ``n`` images generated at ψ and scored by ``evaluate`` against ``real_feats``
+    in ``classifier``'s feature space (``n_classes``: also its class bias, under "classes"),
+    after resizing them to ``size``² (``models.generate(size=...)``) when given, e.g. to a real
+    set's size; ``batch_size`` images are generated at once.
+    Returns ``[{"psi": ψ, "fractions": {str(f): {metric: {"value", "lo", "hi"}}}}, ...]``, one
+    entry per ψ in order. The weights are the bank's (volumes of G at ψ = 1, the learned
+    manifold); ψ acts at generation time, as in the authors' montage."""
+    from . import models
+
+    rows = []
+    for psi in psis:
+        row: dict[str, Any] = {"psi": float(psi), "fractions": {}}
+        for f in fractions:
+            s = Sampler(f"{100 * f:g}% MaGNET, psi={psi:g}", rho=1.0, top_k=top_k, psi=psi,
+                        replace=replace, magnet_fraction=f, seed=seed)
+            images = models.generate(G, s.latents(vb, n), psi=psi, size=size,
+                                     batch_size=batch_size)  # [n, C, S, S]
+            ev = evaluate(images, real_feats, classifier, n_boot=n_boot, seed=seed,
+                          n_classes=n_classes)
+            cell = {m: {k: float(v[k]) for k in ("value", "lo", "hi")}
+                    for m, v in ev["metrics"].items()}
+            if n_classes is not None:
+                cell["kl_to_uniform"] = {k: float(ev["classes"]["kl_to_uniform"][k])
+                                         for k in ("value", "lo", "hi")}
+            row["fractions"][f"{f:g}"] = cell
+        rows.append(row)
+    return rows
+
+
+def mixture_table(rows: list[dict[str, Any]], metrics: tuple[str, ...] = ("precision", "recall",
+                                                                          "fid")):
+    """``mixture_evaluations``' rows as a pandas DataFrame: one row per ψ, columns
+    ``(metric, "% MaGNET")`` holding "value [lo, hi]" strings (for display)."""
+    import pandas as pd
+
+    table = {}
+    for row in rows:
+        cells = {}
+        for f, ms in row["fractions"].items():
+            for m in metrics:
+                v = ms[m]
+                cells[(m, f"{100 * float(f):g}%")] = f"{v['value']:.3f} [{v['lo']:.3f}, {v['hi']:.3f}]"
+        table[f"ψ={row['psi']:g}"] = cells
+    return pd.DataFrame.from_dict(table, orient="index")

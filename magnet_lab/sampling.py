@@ -132,6 +132,18 @@ def log_volume(log_sv: torch.Tensor, top_k: int | None = None) -> torch.Tensor:
     return full[:, :top_k].sum(1)  # [N]
 
 
+def all_top_k(log_sv: torch.Tensor) -> int | None:
+    """The ``top_k`` that means "all singular values": None (every column) unless some trailing
+    columns are zero (-inf) at *every* candidate — a rank deficit of the generator's
+    construction, e.g. StyleGAN2 normalises z to the sphere, so J·z = 0 and its last σ is 0
+    everywhere — then the number of columns before them. With such a column every weight
+    ∏σ^ρ (ρ > 0) would be 0. ``log_sv`` is ``[N, r]``, rows sorted descending."""
+    full, _ = _checked_log_sv(log_sv, None)
+    dead = torch.isinf(full).all(0)  # [r]; sorted rows: dead columns are trailing
+    n_dead = int(dead.sum())
+    return None if n_dead == 0 else max(full.shape[1] - n_dead, 1)
+
+
 def log_weights(log_sv: torch.Tensor, rho: float, top_k: int | None = None, *,
                 log_prior: torch.Tensor | None = None) -> torch.Tensor:
     """Normalised Polarity/MaGNET log-weights ``[N]`` float64 (``logsumexp == 0``) from ``log_sv``.

@@ -98,13 +98,26 @@ def truncate(G: Any, z: torch.Tensor, psi: float) -> torch.Tensor:
     return z * psi
 
 
-def generate(G: nn.Module, z: torch.Tensor, *, psi: float = 1.0,
-             batch_size: int = 500) -> torch.Tensor:
+def generate(G: nn.Module, z: torch.Tensor, *, psi: float = 1.0, batch_size: int = 500,
+             size: int | None = None) -> torch.Tensor:
     """Images ``[N, C, H, W]`` (float32, CPU, in [-1, 1]) of latents ``z`` ``[N, d]`` under
-    truncation ``psi``: ``batched`` inference on ``G``'s device and dtype, in eval mode."""
+    truncation ``psi``: ``batched`` inference on ``G``'s device and dtype, in eval mode. Outputs
+    are clamped to [-1, 1], as images are (StyleGAN2's raw synthesis output overshoots; the
+    official code clamps when it writes images; spectra differentiate the raw G). With ``size``,
+    each batch is resized to ``[size, size]`` (antialiased) on the device, so N 1024² images
+    never sit in memory at full size."""
     _check_psi(psi)  # before any work
-    return batched(lambda zb: G(truncate(G, zb, psi)), z, batch_size=batch_size,
-                   model=G).float()
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+        raise ValueError(f"size must be a positive integer or None, got {size!r}")
+
+    def make(zb: torch.Tensor) -> torch.Tensor:
+        x = G(truncate(G, zb, psi)).clamp(-1, 1)  # [b, C, H, W]
+        if size is None:
+            return x
+        from torchvision.transforms.v2.functional import resize
+        return resize(x, [size, size], antialias=True).clamp(-1, 1)
+
+    return batched(make, z, batch_size=batch_size, model=G).float()
 
 
 def _config(model: nn.Module) -> Any:
