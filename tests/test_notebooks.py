@@ -177,3 +177,134 @@ def test_nb04_magnet_vs_plain_ratios_have_cis(nb04):
         if plain[c]["value"] > 0:  # equal sample sizes: the ratio of counts is the ratio of freqs
             assert ci["value"] == pytest.approx(ratios[name], rel=1e-6), name
     assert nb04["magnet_vs_plain"]["most_upweighted"] == max(ratios, key=ratios.get)
+
+
+# ----------------------------------------------------------------- 02, and 03/04 on StyleGAN2
+
+@pytest.fixture(scope="module")
+def nb02(output_dirs):
+    return reports.run_notebook("02", {"smoke": True, "seed": 0}, out_dir=output_dirs / "reports")
+
+
+def test_nb02_runs_the_authors_estimator_on_the_embedded_stylegan2(nb02):
+    import magnet_lab
+    from magnet_lab import models
+
+    p = nb02["parameters"]
+    assert p["generator"] == "fmnist-stylegan2" and p["method"] == "projected"
+    G = magnet_lab.load_generator("fmnist-stylegan2")
+    assert nb02["generator"]["fingerprint"] == models.fingerprint(G)
+    assert nb02["generator"]["class"] == "FmnistStyleGAN2" and nb02["generator"]["attributes"] == "class"
+    b = nb02["bank"]
+    assert b["n"] == 200 and b["rank"] == min(p["proj_dim"], G.z_dim) and b["n_neg_inf"] == 0
+
+
+def test_nb02_magnet_samples_sit_at_higher_volume_and_record_their_ess(nb02):
+    s = nb02["samplers"]
+    plain, magnet = s["plain"], s["MaGNET"]
+    assert magnet["mean_log_volume"]["lo"] > plain["mean_log_volume"]["hi"]
+    assert plain["ess_fraction"] == pytest.approx(1.0)
+    assert 0 < magnet["ess_fraction"] < 1
+    n = nb02["parameters"]["n_samples"]
+    assert plain["n_distinct"] == magnet["n_distinct"] == n  # drawn without replacement
+    assert magnet["sampler"]["rho"] == 1.0 and plain["sampler"]["rho"] == 0.0
+
+
+def test_nb02_mixture_table_has_one_row_per_psi_with_ordered_cis(nb02):
+    p = nb02["parameters"]
+    rows = nb02["mixture_table"]
+    assert [r["psi"] for r in rows] == p["psis"]
+    for r in rows:
+        assert list(r["fractions"]) == [f"{f:g}" for f in p["magnet_fractions"]]
+        for f, cell in r["fractions"].items():
+            for m in ("precision", "recall", "fid", "kl_to_uniform"):
+                assert cell[m]["lo"] <= cell[m]["hi"], (r["psi"], f, m)
+            assert 0 <= cell["precision"]["value"] <= 1
+    # truncation trades diversity for fidelity: plain sampling's recall at ψ = 0.5 is no higher
+    at = {r["psi"]: r["fractions"]["0"] for r in rows}
+    assert at[0.5]["recall"]["value"] <= at[1.0]["recall"]["value"]
+    summary = nb02["summary"]
+    assert summary["precision"]["plain"] == at[1.0]["precision"]
+    assert summary["precision"]["magnet"] == rows[0]["fractions"]["1"]["precision"]
+
+
+def test_nb02_attribute_shift_is_recorded_for_both_samplers(nb02):
+    by = nb02["attributes"]["class"]
+    for name in ("plain", "MaGNET"):
+        assert len(by[name]["class_freq"]) == 10 and by[name]["n_missing"] == 0
+        assert sum(c["value"] for c in by[name]["class_freq"]) == pytest.approx(1.0)
+    assert nb02["summary"]["kl_to_uniform_class"]["plain"] == by["plain"]["kl_to_uniform"]
+
+
+def test_nb02_writes_its_figures_with_sidecars(nb02, output_dirs):
+    for name in ("02_log_volume", "02_montage", "02_mixture", "02_attributes"):
+        for suffix in (".png", ".pdf", ".json"):
+            assert (output_dirs / "figures" / f"{name}{suffix}").is_file(), name + suffix
+
+
+@pytest.fixture(scope="module")
+def nb03_sg2(output_dirs):
+    return reports.run_notebook("03", {"smoke": True, "seed": 0, "generator": "fmnist-stylegan2"},
+                                out_dir=output_dirs / "reports-stylegan2")
+
+
+@pytest.fixture(scope="module")
+def nb04_sg2(output_dirs):
+    return reports.run_notebook("04", {"smoke": True, "seed": 0, "generator": "fmnist-stylegan2"},
+                                out_dir=output_dirs / "reports-stylegan2")
+
+
+def test_nb03_runs_on_the_embedded_stylegan2(nb03_sg2):
+    assert nb03_sg2["parameters"]["generator"] == "fmnist-stylegan2"
+    samplers = nb03_sg2["samplers"]
+    for name, ev in samplers.items():
+        for m in METRICS:
+            assert ev["metrics"][m]["lo"] <= ev["metrics"][m]["hi"], (name, m)
+    # ρ < 0 concentrates on the modes: precision up from plain sampling
+    assert samplers["rho=-1"]["metrics"]["precision"]["value"] >= samplers["rho=0"]["metrics"]["precision"]["value"]
+
+
+def test_nb04_runs_on_the_embedded_stylegan2(nb04_sg2):
+    s = nb04_sg2["samplers"]
+    assert nb04_sg2["attributes"]["kind"] == "class" and nb04_sg2["attributes"]["main"] == "class"
+    # "all σ" leaves out the one σ that StyleGAN2's z-normalisation zeroes at every latent
+    assert s["MaGNET, all σ"]["sampler"]["top_k"] == 31
+    for name, ev in s.items():
+        assert sum(c["value"] for c in ev["class_freq"]) == pytest.approx(1.0), name
+    assert nb04_sg2["summary"]["verdict"].startswith("MaGNET ")
+
+
+@pytest.fixture(scope="module")
+def nb02_faces(output_dirs, tmp_path_factory):
+    """Notebook 02 on a 3-channel StyleGAN2 given by path (random weights, 32×32): the plumbing
+    a user with stylegan2-ffhq-config-f.pkl goes through, minus the real weights."""
+    from magnet_lab.models.readers import save_checkpoint
+    from magnet_lab.models.stylegan2 import StyleGAN2Generator
+
+    torch.manual_seed(0)
+    G = StyleGAN2Generator(z_dim=16, c_dim=0, w_dim=16, img_resolution=32, img_channels=3,
+                           mapping_kwargs=dict(num_layers=2),
+                           synthesis_kwargs=dict(channel_base=128, channel_max=16))
+    path = tmp_path_factory.mktemp("faces") / "tiny-rgb-stylegan2.safetensors"
+    save_checkpoint(G, path, {"architecture": "StyleGAN2Generator", "kwargs": G.config()})
+    return reports.run_notebook("02", {"smoke": True, "seed": 0, "generator": str(path)},
+                                out_dir=output_dirs / "reports-faces")
+
+
+def test_nb02_face_generator_path_gets_face_attributes_and_says_what_it_skipped(nb02_faces):
+    assert nb02_faces["generator"]["attributes"] == "face"
+    assert nb02_faces["generator"]["image_shape"] == [3, 32, 32]
+    assert "real_images" in nb02_faces["reference"]["skipped"] and nb02_faces["mixture_table"] == []
+    n = nb02_faces["parameters"]["n_samples"]
+    assert set(nb02_faces["attributes"]) == {"gender", "age_group", "smiling"}
+    for attr, by in nb02_faces["attributes"].items():
+        for name in ("plain", "MaGNET"):
+            b = by[name]
+            assert b["n"] + b["n_missing"] == n, (attr, name)
+            # random weights draw (almost) no faces: dlib found one "face" in 100 noise images
+            assert b["n_missing"] >= 0.9 * n, (attr, name)
+            if b["n"]:
+                assert sum(c["value"] for c in b["class_freq"]) == pytest.approx(1.0)
+    s = nb02_faces["samplers"]
+    assert s["MaGNET"]["mean_log_volume"]["lo"] > s["plain"]["mean_log_volume"]["hi"]
+    assert "precision" not in nb02_faces["summary"]

@@ -418,3 +418,13 @@ def test_per_class_log_weights_errors():
 
 def test_module_documents_truncation_is_not_a_sampling_concern():
     assert "Truncation" in sampling.__doc__ and "log_prior" in log_weights.__doc__
+
+
+def test_all_top_k_leaves_out_only_columns_zero_at_every_candidate():
+    from magnet_lab.sampling import all_top_k
+
+    ninf = -math.inf
+    log_sv = torch.tensor([[2.0, 1.0, ninf], [3.0, ninf, ninf]], dtype=torch.float64)
+    assert all_top_k(log_sv) == 2  # column 1 is zero at one candidate only: kept
+    assert all_top_k(log_sv[:, :2]) is None
+    assert all_top_k(torch.full((2, 3), ninf, dtype=torch.float64)) == 1
