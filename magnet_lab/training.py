@@ -22,7 +22,7 @@ from torch import nn
 
 from . import attributes
 from . import data as fdata
-from .models import eval_mode, generate
+from .models import generate
 from .models.fmnist import FmnistClassifier, FmnistDCGAN, FmnistDiscriminator
 
 TEST_SUBSET = 2000  # the classifier's recorded accuracy on the first TEST_SUBSET test images
@@ -168,6 +168,23 @@ def generator_class_frequencies(generator: nn.Module, classifier: nn.Module, n: 
     return fdata.class_frequencies(pred, 10)
 
 
+def _run_record(split: str, spec: fdata.ImbalanceSpec, split_seed: int,
+                split_labels: torch.Tensor, threads: int | None, train_time: float,
+                history: list[dict]) -> dict:
+    """The data, threads, time, history and final-loss fields of a GAN's training record."""
+    return {
+        "data": {"dataset": "fashion-mnist", "split": split, "imbalance": spec.to_dict(),
+                 "split_seed": int(split_seed), "n_images": len(split_labels),
+                 "class_names": list(fdata.CLASS_NAMES),
+                 "class_counts": torch.bincount(split_labels, minlength=10),
+                 "class_frequencies": fdata.class_frequencies(split_labels)},
+        "threads": int(threads) if threads else torch.get_num_threads(),
+        "training_time_s": round(train_time, 1),
+        "history": history,
+        "final_metrics": {"loss_d": history[-1]["loss_d"], "loss_g": history[-1]["loss_g"]},
+    }
+
+
 def train_dcgan(seed: int = 0, steps: int = 2000, *, batch_size: int = 64, z_dim: int = 32,
                 channels: int = 96, d_channels: int = 48, lr: float = 2e-4,
                 betas: tuple[float, float] = (0.5, 0.999), threads: int | None = 2,
@@ -231,15 +248,8 @@ def train_dcgan(seed: int = 0, steps: int = 2000, *, batch_size: int = 64, z_dim
         "optimizer": {"name": "Adam", "lr": lr, "betas": list(betas)},
         "discriminator": {"architecture": "FmnistDiscriminator", "kwargs": D.config()},
         "batchnorm": "running statistics recalibrated over 40x250 latents after training",
-        "data": {"dataset": "fashion-mnist", "split": "train, imbalanced_split",
-                 "imbalance": spec.to_dict(), "split_seed": int(split_seed),
-                 "n_images": len(idx), "class_names": list(fdata.CLASS_NAMES),
-                 "class_counts": torch.bincount(split_labels, minlength=10),
-                 "class_frequencies": split_freq},
-        "threads": int(threads) if threads else torch.get_num_threads(),
-        "training_time_s": round(train_time, 1),
-        "history": history,
-        "final_metrics": {"loss_d": history[-1]["loss_d"], "loss_g": history[-1]["loss_g"]},
+        **_run_record("train, imbalanced_split", spec, split_seed, split_labels, threads,
+                      train_time, history),
     }
     log(f"dcgan: {steps} steps in {train_time:.0f}s")
     return G, record
@@ -300,7 +310,7 @@ def _ema_update(ema: nn.Module, model: nn.Module, beta: float) -> None:
         b_ema.copy_(b)
 
 
-def train_stylegan2(seed: int = 0, steps: int = 4000, *, batch_size: int = 32, z_dim: int = 32,
+def train_stylegan2(seed: int = 0, steps: int = 8000, *, batch_size: int = 32, z_dim: int = 32,
                     w_dim: int = 128, mapping_layers: int = 2, channel_base: int = 1024,
                     channel_max: int = 64, d_channel_base: int = 1024, d_channel_max: int = 64,
                     lr: float = 0.0025, betas: tuple[float, float] = (0.0, 0.99),
@@ -320,7 +330,8 @@ def train_stylegan2(seed: int = 0, steps: int = 4000, *, batch_size: int = 32, z
     out (small images, short run). Returns ``(the EMA generator in eval mode, record)``.
     ``state_path`` keeps a resumable training state, written atomically every ``save_every``
     steps and read back with ``torch.load(weights_only=True)``: a rerun with the same arguments
-    continues from it (bit-identical at the same thread count)."""
+    continues from it (bit-identical at the same thread count; the recorded training time is the
+    sum over the resumed runs)."""
     from .models.discriminator import StyleGAN2Discriminator
     from .models.fmnist import FmnistStyleGAN2
     from . import provenance
@@ -330,7 +341,6 @@ def train_stylegan2(seed: int = 0, steps: int = 4000, *, batch_size: int = 32, z
     idx = fdata.imbalanced_split(labels, spec=spec, seed=split_seed)
     x_all = pad_to(fdata.to_model_range(images[idx]), 32)  # [M, 1, 32, 32]
     split_labels = labels[idx]
-    split_freq = fdata.class_frequencies(split_labels)
     mb_ratio = r1_interval / (r1_interval + 1)
     g_kwargs = dict(z_dim=z_dim, w_dim=w_dim, mapping_kwargs=dict(num_layers=mapping_layers),
                     synthesis_kwargs=dict(channel_base=channel_base, channel_max=channel_max))
@@ -354,6 +364,7 @@ def train_stylegan2(seed: int = 0, steps: int = 4000, *, batch_size: int = 32, z
             gen_data.set_state(st["gen_data"]), gen_z.set_state(st["gen_z"])
             torch.set_rng_state(st["torch_rng"])
             start, history, perm, pos = int(st["step"]), st["history"], st["perm"], int(st["pos"])
+            t0 -= float(st.get("elapsed_s", 0.0))  # training time accumulates over resumes
             log(f"stylegan2: resumed from {state_path} at step {start}")
         G.train(), D.train()
         acc = {"loss_d": 0.0, "loss_g": 0.0, "r1": 0.0, "n": 0, "n_r1": 0}
@@ -408,7 +419,7 @@ def train_stylegan2(seed: int = 0, steps: int = 4000, *, batch_size: int = 32, z
                     "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
                     "gen_data": gen_data.get_state(), "gen_z": gen_z.get_state(),
                     "torch_rng": torch.get_rng_state(), "step": step, "history": history,
-                    "perm": perm, "pos": pos}))
+                    "perm": perm, "pos": pos, "elapsed_s": time.time() - t0}))
         G_ema.eval()
     train_time = time.time() - t0
     record = {
@@ -425,15 +436,8 @@ def train_stylegan2(seed: int = 0, steps: int = 4000, *, batch_size: int = 32, z
         "w_avg": "tracked with beta 0.995 over the generator steps' w",
         "left_out": ["style mixing", "path-length regularisation", "augmentation"],
         "discriminator": {"architecture": "StyleGAN2Discriminator", "kwargs": D.config()},
-        "data": {"dataset": "fashion-mnist", "split": "train, imbalanced_split, padded to 32x32",
-                 "imbalance": spec.to_dict(), "split_seed": int(split_seed),
-                 "n_images": len(idx), "class_names": list(fdata.CLASS_NAMES),
-                 "class_counts": torch.bincount(split_labels, minlength=10),
-                 "class_frequencies": split_freq},
-        "threads": int(threads) if threads else torch.get_num_threads(),
-        "training_time_s": round(train_time, 1),
-        "history": history,
-        "final_metrics": {"loss_d": history[-1]["loss_d"], "loss_g": history[-1]["loss_g"]},
+        **_run_record("train, imbalanced_split, padded to 32x32", spec, split_seed, split_labels,
+                      threads, train_time, history),
     }
     log(f"stylegan2: {steps} steps in {train_time:.0f}s")
     return G_ema, record
