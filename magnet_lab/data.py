@@ -152,7 +152,7 @@ def image_folder(folder: str | os.PathLike, n: int | None = None, *, size: int |
     such as FFHQ (``notebooks/02``'s ``real_images``). Raises FileNotFoundError for a missing
     folder or one without .png/.jpg images, ValueError naming a file that cannot be decoded or
     whose size differs, and for ``n`` < 1."""
-    from torchvision.io import ImageReadMode, decode_image
+    from PIL import Image, UnidentifiedImageError
     from torchvision.transforms.v2.functional import resize
 
     folder = Path(folder).expanduser()
@@ -166,9 +166,11 @@ def image_folder(folder: str | os.PathLike, n: int | None = None, *, size: int |
     out = []
     for path in files[:n]:
         try:
-            img = decode_image(str(path), mode=ImageReadMode.RGB)  # [3, H, W] uint8
-        except (RuntimeError, ValueError) as err:
+            with Image.open(path) as im:
+                rgb = np.asarray(im.convert("RGB"))  # [H, W, 3] uint8
+        except (OSError, UnidentifiedImageError, ValueError) as err:
             raise ValueError(f"{path}: not a readable image ({err})") from None
+        img = torch.from_numpy(rgb.copy()).permute(2, 0, 1)  # [3, H, W] uint8
         if size is not None:
             img = resize(img, [size, size], antialias=True)
         if out and img.shape != out[0].shape:
