@@ -218,6 +218,11 @@ def fmnist_reference(classifier: torch.nn.Module, *, seed: int = 0,
                    "split_seed": int(seed), "n": len(idx)}
 
 
+def _interval(ci: dict[str, Any]) -> dict[str, float]:
+    """``{"value", "lo", "hi"}`` of a bootstrap result, as floats (what results files keep)."""
+    return {k: float(ci[k]) for k in ("value", "lo", "hi")}
+
+
 def generator_quality(G: torch.nn.Module, classifier: torch.nn.Module, *, n: int = 2000,
                       seed: int = 1, n_boot: int = 200, reference_seed: int = 0,
                       root: str | Path | None = None) -> dict[str, Any]:
@@ -233,9 +238,8 @@ def generator_quality(G: torch.nn.Module, classifier: torch.nn.Module, *, n: int
     real, ref = fmnist_reference(classifier, seed=reference_seed, root=root)
     z = sampling.gaussian_latents(n, G.z_dim, seed=seed)  # [n, d]
     ev = evaluate(models.generate(G, z), real, classifier, n_boot=n_boot, seed=seed)
-    keep = ("value", "lo", "hi")
-    return {"metrics": {m: {k: float(v[k]) for k in keep} for m, v in ev["metrics"].items()},
-            "kl_to_uniform": {k: float(ev["classes"]["kl_to_uniform"][k]) for k in keep},
+    return {"metrics": {m: _interval(v) for m, v in ev["metrics"].items()},
+            "kl_to_uniform": _interval(ev["classes"]["kl_to_uniform"]),
             "n": int(n), "seed": int(seed), "n_boot": int(n_boot), "reference": ref,
             "feature_space": "embedded classifier's penultimate features (128-d)"}
 
@@ -267,11 +271,9 @@ def mixture_evaluations(G: torch.nn.Module, vb: bank.VolumeBank, real_feats: tor
                                      batch_size=batch_size)  # [n, C, S, S]
             ev = evaluate(images, real_feats, classifier, n_boot=n_boot, seed=seed,
                           n_classes=n_classes)
-            cell = {m: {k: float(v[k]) for k in ("value", "lo", "hi")}
-                    for m, v in ev["metrics"].items()}
+            cell = {m: _interval(v) for m, v in ev["metrics"].items()}
             if n_classes is not None:
-                cell["kl_to_uniform"] = {k: float(ev["classes"]["kl_to_uniform"][k])
-                                         for k in ("value", "lo", "hi")}
+                cell["kl_to_uniform"] = _interval(ev["classes"]["kl_to_uniform"])
             row["fractions"][f"{f:g}"] = cell
         rows.append(row)
     return rows

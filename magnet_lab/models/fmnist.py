@@ -164,8 +164,9 @@ class FmnistStyleGAN2(StyleGAN2Generator):
     """The embedded StyleGAN2: our ``StyleGAN2Generator`` synthesising 32×32 one-channel images
     (Fashion-MNIST padded by 2 pixels of background), whose output is cropped back to
     ``[B, 1, 28, 28]`` so it lives in the same image space as the data, the classifier and the
-    DCGAN (the crop is a linear map: the model stays CPA in z for fixed noise, up to the
-    normalisation of z). State-dict names are the official ones; ``synthesis``, ``mapping``,
+    DCGAN. Unlike the DCGAN it is not piecewise affine in z (modulation multiplies activations
+    by styles, and z is normalised), so its Jacobian varies continuously; the crop only selects
+    rows of it. State-dict names are the official ones; ``synthesis``, ``mapping``,
     ``with_options``, ``truncate`` are inherited. ``G(ws)`` (3-D input) is cropped too.
     """
 
