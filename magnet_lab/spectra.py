@@ -31,11 +31,18 @@ chunk still runs out of memory (CUDA OOM, ``MemoryError``, "can't allocate memor
 then chunk are halved and that chunk is retried, with one warning naming the sizes; on Linux CPU
 an overcommitted process may be killed instead of raising, which is why the budget comes first.
 G must treat batch samples independently (eval mode) and be deterministic (fixed noise).
+Precision: float64 is the reference (on CUDA it equals the CPU to ~1e-14). float32 with
+``precision="highest"`` (the default) is float32 arithmetic: TF32 is switched off for the call,
+because torch lets cuDNN convolutions run in TF32 by default, which moved the embedded DCGAN's
+top-10 log σ by up to 0.03. ``"tf32"`` and ``"bf16"`` (autocast) are faster where the device has
+the units and are asked for explicitly; ``benchmarks/bench_stylegan2.py`` measures what they cost
+in accuracy against float64. Every SVD runs in float64 whatever the products' precision.
 Singular values below σ_max·min(m, n)·eps(dtype) of the m x n matrix are numerically zero and
 are returned as log 0 = -inf; ``magnet_lab.sampling`` decides what -inf means for the weights.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import itertools
@@ -59,32 +66,70 @@ from .validation import check_latents
 Generator = Callable[[Tensor], Tensor]
 _METHODS = ("exact", "projected", "topk")
 _MODES = ("auto", "forward", "reverse")
+PRECISIONS = ("highest", "tf32", "bf16")
 MEMORY_ENV = "MAGNET_LAB_SPECTRA_MEMORY"
 _CPU_MEMORY = 2 << 30  # default budget on CPU (bytes)
 _CUDA_FREE_SHARE = 0.5  # default budget on CUDA: this share of the device's free memory
 _SLACK = 1.5  # peak RSS / probed live-tensor bytes: allocator slack, kernel workspaces
 _PROBE_DIRECTIONS = 4  # directions vmapped in the probe (per-direction cost settles by 4)
+_P_CACHE: dict[tuple, Tensor] = {}  # projection_matrix's cache, least recently used first
+_P_CACHE_SIZE = 2
 
 
 def projection_matrix(D: int, proj_dim: int, seed: int, dtype: torch.dtype = torch.float64,
                       device: str | torch.device = "cpu") -> Tensor:
-    """A seeded random projection ``[proj_dim, D]`` with orthonormal rows (P Pᵀ = I).
+    """A seeded random projection ``[proj_dim, D]`` with orthonormal rows (P Pᵀ = I), cached.
 
-    A standard Gaussian ``[D, proj_dim]`` is drawn on the CPU from ``torch.Generator`` seeded with
-    ``seed`` (so P is the same on every device), orthonormalised by QR in float64 with the signs of
-    R's diagonal folded in (Haar-distributed), transposed, then cast to ``dtype`` on ``device``.
-    Raises ValueError if ``D`` or ``proj_dim`` is below 1 or ``proj_dim > D``.
+    A standard Gaussian ``[D, proj_dim]`` is drawn in float64 on the CPU from ``torch.Generator``
+    seeded with ``seed`` (so P is the same on every device, up to rounding), moved to ``device``
+    and orthonormalised there in float64 by CholeskyQR2 (two Cholesky-QR passes; a Householder QR
+    if a Cholesky factor fails). Both give the thin QR factor with a positive diagonal in R, i.e.
+    the Haar-distributed Q of Keras' ``Orthogonal`` initializer. P is then cast to ``dtype`` and
+    kept in a small cache keyed by (D, proj_dim, seed, dtype, device), so a bank build pays the
+    draw once per process, not once per shard (at StyleGAN2-1024, D = 3·1024², it is 3 GiB of
+    float64 and seconds of CPU work). The cached tensor is shared: do not modify it in place;
+    ``clear_projection_cache()`` frees it. Raises ValueError if ``D`` or ``proj_dim`` is below 1
+    or ``proj_dim > D``.
     """
     if D < 1 or proj_dim < 1:
         raise ValueError(f"D and proj_dim must be >= 1, got D={D}, proj_dim={proj_dim}")
     if proj_dim > D:
         raise ValueError(f"proj_dim={proj_dim} exceeds the output dimension D={D}: "
                          f"at most D orthonormal rows exist")
-    gen = torch.Generator().manual_seed(seed)
-    A = torch.randn(D, proj_dim, generator=gen, dtype=torch.float64)  # [D, proj_dim]
-    Q, R = torch.linalg.qr(A)  # Q: [D, proj_dim]
-    Q = Q * torch.sign(torch.diagonal(R))
-    return Q.T.contiguous().to(dtype=dtype, device=device)  # [proj_dim, D]
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    key = (int(D), int(proj_dim), int(seed), dtype, device)
+    P = _P_CACHE.pop(key, None)
+    if P is None:
+        gen = torch.Generator().manual_seed(seed)
+        A = torch.randn(D, proj_dim, generator=gen, dtype=torch.float64).to(device)  # [D, p]
+        P = _orthonormal_columns(A).T.to(dtype).contiguous()  # [proj_dim, D]
+        del A
+        while len(_P_CACHE) >= _P_CACHE_SIZE:
+            _P_CACHE.pop(next(iter(_P_CACHE)))
+    _P_CACHE[key] = P  # most recently used last
+    return P
+
+
+def clear_projection_cache() -> None:
+    """Drop the projections ``projection_matrix`` keeps (frees their host or device memory)."""
+    _P_CACHE.clear()
+
+
+def _orthonormal_columns(A: Tensor) -> Tensor:
+    """Q of A's thin QR with R's diagonal positive (A: [D, p] float64, full column rank), by
+    CholeskyQR2: exact to rounding for the well-conditioned Gaussian A (cond ≈ 1 + 2√(p/D)), and
+    two p×p Gram matrices plus triangular solves, which a GPU does in milliseconds."""
+    Q = A
+    try:
+        for _ in range(2):
+            L = torch.linalg.cholesky(Q.T @ Q)  # [p, p], lower
+            Q = torch.linalg.solve_triangular(L, Q.T, upper=False).T  # A R⁻¹ with R = Lᵀ
+        return Q
+    except RuntimeError:  # not positive definite in floating point: fall back to Householder
+        Q, R = torch.linalg.qr(A)
+        return Q * torch.sign(torch.diagonal(R))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,33 +183,36 @@ def memory_budget(device: str | torch.device = "cpu", memory: int | None = None)
 
 def jacobian(G: Generator, z: Tensor, chunk: int | None = None, dtype: torch.dtype | None = None,
              mode: str = "auto", block: int | None = None, progress: bool | None = None,
-             memory: int | None = None) -> Tensor:
+             memory: int | None = None, precision: str = "highest") -> Tensor:
     """The full Jacobian ``[B, D, d]`` of G at each latent, output flattened to D, in ``dtype``.
 
     ``mode="forward"`` pushes the d basis tangents through JVPs, ``"reverse"`` pulls the D basis
     cotangents through VJPs, ``"auto"`` picks forward when d <= D. Runs G in ``dtype`` (None: z's
     dtype) on z's device, ``chunk`` latents and ``block`` directions at a time (None: sized to
-    ``memory`` bytes, see ``memory_budget``; the returned J counts against it). Raises
-    TypeError/ValueError for bad z (also on the meta device or another device than G's), a
-    non-finite or batch-changing G(z), an unknown mode or a non-positive chunk/block/memory.
+    ``memory`` bytes, see ``memory_budget``; the returned J counts against it) at ``precision``
+    (``PRECISIONS``, see ``log_singular_values``). Raises TypeError/ValueError for bad z (also on
+    the meta device or another device than G's), a non-finite or batch-changing G(z), an unknown
+    mode or precision or a non-positive chunk/block/memory.
     """
     if mode not in _MODES:
         raise ValueError(f"unknown mode {mode!r}; expected one of {_MODES}")
-    z, f, d, D = _setup(G, z, dtype, memory)
-    mode = ("forward" if d <= D else "reverse") if mode == "auto" else mode
-    s = z.element_size()
-    plan = _plan(f, z, d if mode == "forward" else D, chunk, block, memory,
-                 fixed=2 * len(z) * D * d * s, dense=2 * D * d * s,
-                 products=("jvp",) if mode == "forward" else ("vjp",))
-    return _over_chunks(G, z, plan, progress, "jacobian",
-                        lambda z_c, b: _jacobian_chunk(f, z_c, D, mode, b))
+    with _precision_flags(precision):
+        z, f, d, D = _setup(G, z, dtype, memory, precision)
+        mode = ("forward" if d <= D else "reverse") if mode == "auto" else mode
+        s = z.element_size()
+        plan = _plan(f, z, d if mode == "forward" else D, chunk, block, memory,
+                     fixed=2 * len(z) * D * d * s, dense=2 * D * d * s,
+                     products=("jvp",) if mode == "forward" else ("vjp",))
+        return _over_chunks(G, z, plan, progress, "jacobian",
+                            lambda z_c, b: _jacobian_chunk(f, z_c, D, mode, b))
 
 
 def log_singular_values(G: Generator, z: Tensor, method: str = "exact", k: int | None = None,
                         proj_dim: int = 128, seed: int = 0, chunk: int | None = None,
                         dtype: torch.dtype | None = None, progress: bool | None = None,
                         tol: float = 1e-6, max_iter: int = 50, oversample: int = 10,
-                        block: int | None = None, memory: int | None = None) -> Tensor:
+                        block: int | None = None, memory: int | None = None,
+                        precision: str = "highest") -> Tensor:
     """Log singular values of G's Jacobian at each latent: ``[B, r]`` float64 on CPU, descending.
 
     ``z: [B, d]``; r = min(D, d) for ``exact``, min(proj_dim, d) for ``projected`` (P from
@@ -177,16 +225,22 @@ def log_singular_values(G: Generator, z: Tensor, method: str = "exact", k: int |
     ρ = (σ_{k+oversample+1}/σ_k)², i.e. below tol unless the spectrum is nearly flat past k.
     ``chunk``/``block``: latents per pass and directions vmapped at once; None sizes them so the
     call's estimated peak stays within ``memory`` bytes (``memory_budget``; module docstring);
-    results do not depend on them beyond rounding. ``progress`` None means on unless
-    ``MAGNET_LAB_PROGRESS=0``. Raises TypeError for wrong types (a non-integer or bool k,
-    proj_dim, seed, max_iter, oversample, chunk, block, memory) and ValueError for bad z (also on
-    the meta device or another device than G's), non-finite G(z) (count and latent indices
-    named), G(z) changing the batch size, unknown method, k < 1 or k above the rank bound,
-    proj_dim < 1 or > D, or non-positive tol/max_iter/chunk/block/memory.
+    results do not depend on them beyond rounding. ``precision`` is the arithmetic of G's
+    products (module docstring, "Precision"): ``"highest"`` (default; on CUDA, TF32 is switched
+    off for the call), ``"tf32"`` (float32 with TF32 matmuls/convolutions where the device has
+    them) or ``"bf16"`` (G under bfloat16 autocast); the last two need float32 and are part of a
+    bank's identity. ``progress`` None means on unless ``MAGNET_LAB_PROGRESS=0``. Raises
+    TypeError for wrong types (a non-integer or bool k, proj_dim, seed, max_iter, oversample,
+    chunk, block, memory) and ValueError for bad z (also on the meta device or another device
+    than G's), non-finite G(z) (count and latent indices named), G(z) changing the batch size,
+    unknown method or precision, a reduced precision with a dtype other than float32, k < 1 or k
+    above the rank bound, proj_dim < 1 or > D, or non-positive tol/max_iter/chunk/block/memory.
     """
-    z, plan, per_chunk, unsettled = _prepare(G, z, method, k, proj_dim, seed, chunk, dtype, tol,
-                                             max_iter, oversample, block, memory)
-    log_sv = _over_chunks(G, z, plan, progress, f"log_sv[{method}]", per_chunk)
+    with _precision_flags(precision):
+        z, plan, per_chunk, unsettled = _prepare(G, z, method, k, proj_dim, seed, chunk, dtype,
+                                                 tol, max_iter, oversample, block, memory,
+                                                 precision)
+        log_sv = _over_chunks(G, z, plan, progress, f"log_sv[{method}]", per_chunk)
     if unsettled:
         warnings.warn(f"topk: top-{k} singular values of {sum(unsettled)} of {len(z)} latents "
                       f"did not settle to tol={tol} in max_iter={max_iter} sweeps; raise "
@@ -198,17 +252,18 @@ def memory_plan(G: Generator, z: Tensor, method: str = "exact", k: int | None = 
                 proj_dim: int = 128, seed: int = 0, chunk: int | None = None,
                 dtype: torch.dtype | None = None, tol: float = 1e-6, max_iter: int = 50,
                 oversample: int = 10, block: int | None = None,
-                memory: int | None = None) -> MemoryPlan:
+                memory: int | None = None, precision: str = "highest") -> MemoryPlan:
     """The ``MemoryPlan`` (chunk, block, budget and per-latent/per-direction bytes probed on
     z[:1]) that ``log_singular_values`` with these arguments would use, without running it.
     Raises as ``log_singular_values`` does for bad arguments."""
-    return _prepare(G, z, method, k, proj_dim, seed, chunk, dtype, tol, max_iter, oversample,
-                    block, memory)[1]
+    with _precision_flags(precision):
+        return _prepare(G, z, method, k, proj_dim, seed, chunk, dtype, tol, max_iter, oversample,
+                        block, memory, precision)[1]
 
 
 def _prepare(G: Generator, z: Tensor, method: str, k: int | None, proj_dim: int, seed: int,
              chunk: int | None, dtype: torch.dtype | None, tol: float, max_iter: int,
-             oversample: int, block: int | None, memory: int | None
+             oversample: int, block: int | None, memory: int | None, precision: str
              ) -> tuple[Tensor, MemoryPlan, Callable[[Tensor, int], Tensor], list[int]]:
     """Check arguments; return (cast z, plan, per_chunk(z_c, block) -> log_sv [c, keep], the
     list that topk fills with each chunk's count of unsettled latents)."""
@@ -226,7 +281,7 @@ def _prepare(G: Generator, z: Tensor, method: str, k: int | None, proj_dim: int,
         raise ValueError("method='topk' needs k, the number of top singular values")
     if method == "topk" and not tol > 0:
         raise ValueError(f"topk needs tol > 0, got tol={tol}")
-    z, f, d, D = _setup(G, z, dtype, memory)
+    z, f, d, D = _setup(G, z, dtype, memory, precision)
     if method == "projected":
         if proj_dim > D:
             raise ValueError(f"proj_dim={proj_dim} exceeds the output dimension D={D}")
@@ -284,8 +339,35 @@ def _check_int(name: str, value: Any, low: int | None) -> int:
     return int(value)
 
 
-def _setup(G: Generator, z: Tensor, dtype: torch.dtype | None, memory: int | None
-           ) -> tuple[Tensor, Generator, int, int]:
+@contextlib.contextmanager
+def _precision_flags(precision: str):
+    """Within the block, CUDA's TF32 matmuls and cuDNN convolutions are allowed exactly when
+    ``precision == "tf32"`` (torch allows them for convolutions by default); restored after."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; expected one of {PRECISIONS}")
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision == "tf32"
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def _flat(G: Generator, precision: str, device_type: str) -> Generator:
+    """G with its output flattened to [c, D]; under bfloat16 autocast for ``"bf16"`` (output
+    back in float32, so cotangents and the SVDs stay float32/float64)."""
+    if precision != "bf16":
+        return lambda x: G(x).reshape(x.shape[0], -1)  # [c, D]
+
+    def f(x: Tensor) -> Tensor:
+        with torch.autocast(device_type, dtype=torch.bfloat16):
+            y = G(x)
+        return y.reshape(x.shape[0], -1).float()  # [c, D]
+    return f
+
+
+def _setup(G: Generator, z: Tensor, dtype: torch.dtype | None, memory: int | None,
+           precision: str = "highest") -> tuple[Tensor, Generator, int, int]:
     """Check and cast z; return (z, G with flattened output, d, D) after probing G on z[:1]."""
     if isinstance(z, Tensor) and z.device.type == "meta":
         raise ValueError(f"z is on the meta device (shape {tuple(z.shape)}, no values); "
@@ -305,9 +387,11 @@ def _setup(G: Generator, z: Tensor, dtype: torch.dtype | None, memory: int | Non
     if isinstance(G, torch.nn.Module) and G.training:
         warnings.warn("G is in training mode (batch norm/dropout couple or randomise samples); "
                       "call G.eval() first", UserWarning, stacklevel=3)
+    if precision != "highest" and z.dtype != torch.float32:
+        raise ValueError(f"precision={precision!r} is a float32 option; the computation is in "
+                         f"{z.dtype} (float64 is the reference: use precision='highest')")
     D = _check_output(G, z[:1], 0)
-    f = lambda x: G(x).reshape(x.shape[0], -1)  # [c, D]
-    return z, f, z.shape[1], D
+    return z, _flat(G, precision, z.device.type), z.shape[1], D
 
 
 def _check_output(G: Generator, z_c: Tensor, start: int) -> int:

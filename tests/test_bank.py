@@ -278,7 +278,7 @@ def fake_spectra(monkeypatch):
     calls: list[torch.Tensor] = []
 
     def log_singular_values(G, z, method="exact", k=None, proj_dim=128, seed=0, chunk=None,
-                            dtype=None, progress=None, memory=None):
+                            dtype=None, progress=None, memory=None, precision="highest"):
         assert progress is False
         calls.append(z.clone())
         G(z)
@@ -324,6 +324,9 @@ def test_build_refuses_mismatched_existing_shards(tmp_path, fake_spectra):
         build(lambda x: x, z, out, generator_id="toy", fingerprint="other", shard_size=4)
     with pytest.raises(ValueError, match="method differs: 'exact' vs 'projected'"):
         build(lambda x: x, z, out, generator_id="toy", fingerprint="toy", shard_size=4, method="projected")
+    with pytest.raises(ValueError, match="precision differs: 'highest' vs 'bf16'"):
+        build(lambda x: x, z, out, generator_id="toy", fingerprint="toy", shard_size=4,
+              precision="bf16")  # reduced precision changes the numbers: another bank
     with pytest.raises(ValueError, match="not part of this build"):
         build(lambda x: x, z, out, generator_id="toy", fingerprint="toy", shard_size=8)
     with pytest.raises(TypeError):

@@ -14,8 +14,9 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from magnet_lab.spectra import (MEMORY_ENV, jacobian, log_singular_values, memory_budget,
-                                memory_plan, projection_matrix)
+from magnet_lab.spectra import (MEMORY_ENV, clear_projection_cache, jacobian,
+                                log_singular_values, memory_budget, memory_plan,
+                                projection_matrix)
 
 F64 = torch.float64
 
@@ -118,6 +119,66 @@ def test_projection_matrix_rows_orthonormal_and_seeded():
     torch.testing.assert_close(P @ P.T, torch.eye(12, dtype=F64), atol=1e-12, rtol=0)
     assert torch.equal(P, projection_matrix(50, 12, seed=0))
     assert (P - projection_matrix(50, 12, seed=1)).abs().max() > 0.1
+
+
+def test_projection_matrix_is_the_sign_fixed_householder_q_and_cached():
+    """CholeskyQR2 gives the thin Q with R's diagonal positive, i.e. the Householder Q with the
+    signs of diag(R) folded in (what the Keras initializer draws), to rounding; the same call
+    returns the cached tensor and another dtype is the float64 P cast."""
+    clear_projection_cache()
+    D, p = 3000, 40
+    A = torch.randn(D, p, generator=torch.Generator().manual_seed(5), dtype=F64)
+    Q, R = torch.linalg.qr(A)
+    want = (Q * torch.sign(torch.diagonal(R))).T  # [p, D]
+    P = projection_matrix(D, p, seed=5)
+    torch.testing.assert_close(P, want, atol=1e-13, rtol=0)
+    assert projection_matrix(D, p, seed=5) is P
+    P32 = projection_matrix(D, p, seed=5, dtype=torch.float32)
+    assert P32.dtype == torch.float32 and torch.equal(P32, P.float())
+    clear_projection_cache()
+    fresh = projection_matrix(D, p, seed=5)
+    assert fresh is not P and torch.equal(fresh, P)
+
+
+def test_precision_highest_float32_and_bf16_against_the_float64_closed_form():
+    """On a linear G the float64 log σ are the closed form; float32 at "highest" is within
+    float32 rounding, bf16 autocast is measurably coarser but bounded (bf16 has 8 mantissa bits:
+    relative error ~ 2⁻⁸ per product), and "tf32" on the CPU (no TF32 units) equals "highest"."""
+    sv = [4.0, 2.0, 1.0, 0.5, 0.25]
+    W = _matrix_with_spectrum(sv, 64, seed=3)
+    G, z = _linear(W), _gaussian(6, 5, seed=4)
+    want = torch.log(torch.tensor(sv, dtype=F64)).expand(6, -1)
+    highest = log_singular_values(G, z.float(), progress=False)
+    bf16 = log_singular_values(G, z.float(), progress=False, precision="bf16")
+    tf32 = log_singular_values(G, z.float(), progress=False, precision="tf32")
+    err_hi, err_bf = (highest - want).abs().max(), (bf16 - want).abs().max()
+    assert err_hi < 1e-5
+    assert 1e-4 < err_bf < 0.05
+    assert torch.equal(tf32, highest)
+
+
+def test_precision_switches_tf32_off_for_the_call_and_restores_the_flags():
+    """torch allows TF32 cuDNN convolutions by default; "highest" runs G with TF32 off, "tf32"
+    with it on, and the user's flags come back afterwards (also after an error)."""
+    seen = []
+
+    def G(z: torch.Tensor) -> torch.Tensor:
+        seen.append((torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32))
+        return torch.cat([z, z ** 2], 1)
+
+    z = _gaussian(3, 2, seed=0).float()
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    log_singular_values(G, z, progress=False)
+    assert seen and set(seen) == {(False, False)}
+    seen.clear()
+    log_singular_values(G, z, progress=False, precision="tf32")
+    assert set(seen) == {(True, True)}
+    assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == before
+    with pytest.raises(ValueError, match="float32 option"):
+        log_singular_values(G, z.double(), progress=False, precision="bf16")
+    with pytest.raises(ValueError, match="unknown precision"):
+        log_singular_values(G, z, progress=False, precision="fp8")
+    assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == before
 
 
 def test_exact_mlp_equals_autograd_jacobian_svd():
