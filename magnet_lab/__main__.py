@@ -5,7 +5,9 @@
            sets any notebook parameter (values typed as papermill's ``-p`` does, lists too).
   bank     build a volume bank (log σ per latent) for a generator, sharded and resumable; the bank
            records its identity (weights fingerprint, latents, every option), so `sample` needs
-           only the bank.
+           only the bank. Under ``torchrun --nproc_per_node N -m magnet_lab bank ...`` rank r of
+           W builds shards r, r+W, ... (NCCL on ``--device cuda``, gloo on the CPU), then rank 0
+           loads the whole folder; the shards are the same for any W.
   sample   draw MaGNET / polarity samples from a bank and save them as an image grid + indices.
 
 A user error (a missing file, a bad value, a refused checkpoint) prints one line and exits with
@@ -15,12 +17,18 @@ from __future__ import annotations
 
 import argparse
 import ast
+import datetime
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 EXIT_USER_ERROR = 2
+# Ranks that finish their shards early wait at the barrier for the slowest one (a resumed build can
+# leave one rank hours of work); a rank that dies makes torchrun stop the others, so a long wait
+# never outlives a failed job.
+DIST_TIMEOUT = datetime.timedelta(hours=48)
 
 
 class UserError(Exception):
@@ -103,12 +111,69 @@ def _generator_spec(spec: str) -> str:
     return str(path.resolve()) if path.exists() else spec
 
 
-def _cmd_bank(args: argparse.Namespace) -> int:
+def torchrun_rank() -> tuple[int, int, int] | None:
+    """``(rank, world_size, local_rank)`` when this process was started by ``torchrun`` (read
+    from its ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` environment variables), None when none
+    of them is set. Raises UserError when only some are set or they are not integers with
+    0 <= rank < world_size and 0 <= local_rank."""
+    names = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+    present = [name for name in names if name in os.environ]
+    if not present:
+        return None
+    if len(present) != len(names):
+        raise UserError(f"torchrun sets {', '.join(names)} together; this environment has only "
+                        f"{', '.join(present)} (start the job with torchrun, or unset them)")
+    try:
+        rank, world, local = (int(os.environ[name]) for name in names)
+    except ValueError:
+        raise UserError("RANK, WORLD_SIZE and LOCAL_RANK must be integers, got "
+                        f"{[os.environ[name] for name in names]}") from None
+    if not (0 <= rank < world and local >= 0):
+        raise UserError(f"need 0 <= RANK < WORLD_SIZE and LOCAL_RANK >= 0, got RANK={rank}, "
+                        f"WORLD_SIZE={world}, LOCAL_RANK={local}")
+    return rank, world, local
+
+
+def _build_share(args: argparse.Namespace, device: str, worker: tuple[int, int] | None,
+                 tag: str) -> Any:
+    """Build the shards of ``args`` that ``worker`` owns on ``device`` (the one bank recipe of
+    the command line) and print what was done; None when the worker owns no shard."""
     import torch
 
     from . import bank, sampling
     from .registry import load_generator
 
+    mine = bank.worker_shards(args.n, args.shard_size, worker or (0, 1))
+    if not mine:
+        n_shards = -(-args.n // args.shard_size)
+        print(f"{tag} no shard to compute: {args.n} latents make {n_shards} shard(s) of "
+              f"{args.shard_size}, fewer than the {worker[1]} workers; nothing to do", flush=True)
+        return None
+    spec = _generator_spec(args.generator)
+    dtype = getattr(torch, args.dtype)
+    options = {k: v for k in ("psi", "cutoff", "noise_mode", "noise_seed")
+               if (v := getattr(args, k)) is not None}
+    G = load_generator(spec, device=device, dtype=dtype, **options)
+    # Every worker draws all N latents (the identity hashes all of them; 250k x 512 float32 is
+    # 0.5 GB), so the rows of shard i are the same whatever the number of workers.
+    seeds = None
+    if args.per_row_seeds:
+        seeds = torch.arange(args.seed, args.seed + args.n)  # [N]
+        z = sampling.latents_from_seeds(seeds, G.z_dim, dtype=dtype)  # [N, d]
+        law = {"law": "gaussian_per_row", "first_seed": args.seed}
+    else:
+        z = sampling.gaussian_latents(args.n, G.z_dim, seed=args.seed, dtype=dtype)  # [N, d]
+        law = {"law": "gaussian", "seed": args.seed}
+    vb = bank.build(G, z.to(device), args.out, shard_size=args.shard_size, generator_id=spec,
+                    seeds=seeds, latent_law=law, worker=worker, generator_options=options,
+                    method=args.method, k=args.k, proj_dim=args.proj_dim,
+                    seed=args.spectra_seed, chunk=args.chunk, dtype=dtype)
+    print(f"{tag} {len(vb)} latents, log σ {tuple(vb.log_sv.shape)}, "
+          f"{len(vb.meta['shards_computed'])} shard(s) computed -> {vb.meta['path']}", flush=True)
+    return vb
+
+
+def _cmd_bank(args: argparse.Namespace) -> int:
     worker = None
     if args.worker:
         try:
@@ -116,19 +181,63 @@ def _cmd_bank(args: argparse.Namespace) -> int:
             assert len(worker) == 2
         except (ValueError, AssertionError):
             raise UserError(f"--worker takes I/N (e.g. 0/4), got {args.worker!r}") from None
-    spec = _generator_spec(args.generator)
-    dtype = getattr(torch, args.dtype)
-    options = {k: v for k in ("psi", "cutoff", "noise_mode", "noise_seed")
-               if (v := getattr(args, k)) is not None}
-    G = load_generator(spec, device=args.device, dtype=dtype, **options)
-    z = sampling.gaussian_latents(args.n, G.z_dim, seed=args.seed, dtype=dtype).to(args.device)
-    vb = bank.build(G, z, args.out, shard_size=args.shard_size, generator_id=spec,
-                    latent_law={"law": "gaussian", "seed": args.seed}, worker=worker,
-                    generator_options=options,
-                    method=args.method, k=args.k, proj_dim=args.proj_dim,
-                    seed=args.spectra_seed, chunk=args.chunk, dtype=dtype)
-    print(f"[bank] {len(vb)} latents, log σ {tuple(vb.log_sv.shape)}, "
-          f"{len(vb.meta['shards_computed'])} shard(s) computed -> {vb.meta['path']}")
+        if not 0 <= worker[0] < worker[1]:
+            raise UserError(f"--worker I/N needs 0 <= I < N, got {args.worker!r}")
+    ranks = torchrun_rank()
+    if ranks is None:
+        _build_share(args, args.device, worker, "[bank]")
+        return 0
+    if worker is not None:
+        raise UserError("--worker and torchrun both split the shards between processes: drop "
+                        "--worker under torchrun (rank r of W builds shards r, r+W, ...)")
+    return _bank_torchrun(args, *ranks)
+
+
+def _bank_torchrun(args: argparse.Namespace, rank: int, world: int, local_rank: int) -> int:
+    """One rank of ``torchrun ... -m magnet_lab bank``: build shards rank, rank + world, ... on
+    ``cuda:LOCAL_RANK`` (NCCL) or the CPU (gloo), wait for every rank, then rank 0 loads the
+    whole folder (coverage and identity checked) and reports."""
+    import torch
+    import torch.distributed as dist
+
+    from . import bank
+
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        if device.index is not None and world > 1:
+            raise UserError(f"under torchrun pass --device cuda, not {args.device}: rank r uses "
+                            "cuda:LOCAL_RANK")
+        if local_rank >= torch.cuda.device_count():
+            raise UserError(f"LOCAL_RANK {local_rank} but this machine shows "
+                            f"{torch.cuda.device_count()} GPU(s): lower --nproc_per_node")
+        device = torch.device("cuda", local_rank if device.index is None else device.index)
+        torch.cuda.set_device(device)
+        backend = "nccl"
+    elif device.type == "cpu":
+        backend = "gloo"
+    else:
+        raise UserError(f"torchrun bank builds run on cuda (NCCL) or cpu (gloo), got --device "
+                        f"{args.device}")
+    dist.init_process_group(backend, timeout=DIST_TIMEOUT,
+                            device_id=device if device.type == "cuda" else None)
+    try:
+        tag = f"[bank rank {rank}/{world}]"
+        vb = _build_share(args, str(device), (rank, world), tag)
+        if vb is None:
+            print(f"{tag} waiting at the barrier for the ranks that have shards", flush=True)
+        share = (None, []) if vb is None else (vb.meta["path"], vb.meta["shards_computed"])
+        shares: list[Any] = [None] * world
+        dist.all_gather_object(shares, share)  # the barrier: every rank's shards are on disk
+        if rank == 0:
+            path = shares[0][0]  # rank 0 always owns shard 0
+            merged = bank.VolumeBank.load(path)  # coverage, identity of every shard
+            computed = sum(len(c) for _, c in shares)
+            n_shards = merged.meta.get("n_shards", 1)  # a one-shard bank loads unmerged
+            print(f"[bank] {len(merged)} latents, log σ {tuple(merged.log_sv.shape)} from "
+                  f"{n_shards} shard(s), {computed} computed by {world} rank(s) -> {path}",
+                  flush=True)
+    finally:
+        dist.destroy_process_group()
     return 0
 
 
@@ -202,8 +311,14 @@ def _parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bank", help="build a volume bank for a generator")
     b.add_argument("--generator", default="fmnist-dcgan", help="built-in name or weights path")
-    b.add_argument("--n", type=int, default=10_000, help="number of Gaussian candidates")
+    # --n-latents: torchrun's own parser reads a bare --n as an ambiguous prefix of its --nnodes
+    b.add_argument("--n", "--n-latents", dest="n", type=int, default=10_000,
+                   help="number of Gaussian candidates (spell it --n-latents under torchrun)")
     b.add_argument("--seed", type=int, default=0, help="seed of the Gaussian candidates")
+    b.add_argument("--per-row-seeds", action="store_true",
+                   help="draw candidate i from its own seed --seed + i (stored in the bank): "
+                        "any latent can be regenerated alone and a larger --n extends a smaller "
+                        "bank; default: all N from the one --seed")
     b.add_argument("--method", default="exact", choices=["exact", "projected", "topk"])
     b.add_argument("--k", type=int, default=None,
                    help="singular values to compute and keep (default all; required for topk)")
@@ -220,8 +335,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--noise-mode", default=None, choices=["const", "random", "none"],
                    help="StyleGAN2: noise (random needs --noise-seed)")
     b.add_argument("--noise-seed", type=int, default=None)
-    b.add_argument("--worker", help="I/N: compute only shards I, I+N, ... (scale-out; run N "
-                   "processes on the same --out, then load the directory)")
+    b.add_argument("--worker", help="I/N: compute only shards I, I+N, ... (scale-out by hand; "
+                   "run N processes on the same --out, then load the directory; torchrun does "
+                   "this itself)")
     b.add_argument("--out", default=None, help="bank directory (shards; resumable); default: "
                    "a folder in the cache named after the bank's identity")
     b.set_defaults(func=_cmd_bank)

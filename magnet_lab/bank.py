@@ -70,7 +70,7 @@ _METHOD_KWARGS = {"proj_dim": ("projected",), "seed": ("projected", "topk"),
                   "tol": ("topk",), "max_iter": ("topk",), "oversample": ("topk",)}
 
 __all__ = ["DEFAULT_SHARD_SIZE", "FORMAT", "VolumeBank", "bank_identity", "build",
-           "default_path", "identity_mismatch", "shard_name"]
+           "default_path", "identity_mismatch", "shard_name", "worker_shards"]
 
 
 def _normalised(obj: Any) -> Any:
@@ -357,6 +357,21 @@ def shard_name(index: int) -> str:
     return f"shard-{index:05d}.safetensors"
 
 
+def worker_shards(n: int, shard_size: int, worker: tuple[int, int] = (0, 1)) -> list[int]:
+    """The shard indices that ``worker=(i, count)`` computes in a build of ``n`` latents cut into
+    shards of ``shard_size`` rows: i, i + count, ... below ``ceil(n / shard_size)`` (empty when
+    i is past the last shard). The boundaries depend on ``n`` and ``shard_size`` only, never on
+    ``count``, so any number of workers writes the same shards. Raises ValueError for ``n`` or
+    ``shard_size`` < 1 or a worker that is not (index, count) with 0 <= index < count."""
+    for name, v in (("n", n), ("shard_size", shard_size)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+    w_index, w_count = worker
+    if not (isinstance(w_count, int) and isinstance(w_index, int) and 0 <= w_index < w_count):
+        raise ValueError(f"worker must be (index, count) with 0 <= index < count, got {worker}")
+    return list(range(w_index, math.ceil(n / shard_size), w_count))
+
+
 def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
 
@@ -500,28 +515,26 @@ def build(G: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor,
     name or a path) and ``generator_options`` the ``load_generator`` run options it was loaded
     with (e.g. StyleGAN2's ``psi``), both recorded in the meta. ``seeds``/``labels`` are optional int64 ``[N]``. Temporary files of this
     call's shards left by a killed write are removed. Scale-out: ``worker=(i, n)`` makes this
-    call own shards i, i+n, ... only (run n processes on the same z and path, then
-    ``VolumeBank.load(path)``); it returns the merge of its own shards, whose meta lists the
+    call own shards i, i+n, ... only (``worker_shards``; run n processes on the same z and path,
+    then ``VolumeBank.load(path)``); it returns the merge of its own shards, whose meta lists the
     recomputed ones under ``shards_computed``. Raises TypeError for unknown spectra arguments,
-    ValueError for bad inputs, a mismatching or foreign shard in ``path``."""
+    ValueError for bad inputs, a worker that owns no shard, a mismatching or foreign shard in
+    ``path``."""
     from . import spectra  # lazy: building needs the generator machinery, loading does not
 
     check_latents(z)
     n = z.shape[0]
-    if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
-        raise ValueError(f"shard_size must be an int >= 1, got {shard_size!r}")
     if not isinstance(generator_id, str) or not generator_id:
         raise ValueError("generator_id must be a non-empty string naming the generator")
     for name, t in (("seeds", seeds), ("labels", labels)):
         if t is not None and (not isinstance(t, torch.Tensor) or t.dtype != torch.int64
                               or tuple(t.shape) != (n,)):
             raise ValueError(f"{name} must be an int64 tensor of shape [{n}] (one per latent)")
-    if worker is not None:
-        w_index, w_count = worker
-        if not (isinstance(w_count, int) and isinstance(w_index, int) and 0 <= w_index < w_count):
-            raise ValueError(f"worker must be (index, count) with 0 <= index < count, got {worker}")
-    else:
-        w_index, w_count = 0, 1
+    mine = worker_shards(n, shard_size, (0, 1) if worker is None else worker)
+    if not mine:
+        raise ValueError(f"worker {worker[0]}/{worker[1]} owns no shard: {n} latents make "
+                         f"{math.ceil(n / shard_size)} shard(s) of {shard_size}; start at most "
+                         "that many workers (or skip this one)")
     identity = bank_identity(G, z, latent_law=latent_law, fingerprint=fingerprint,
                              **spectra_kwargs)
     recorded = _spectra_arguments(spectra_kwargs)
@@ -542,7 +555,6 @@ def build(G: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor,
             raise ValueError(f"{out_dir} already holds {p.name}, made differently from this "
                              f"build: {diff} (existing vs requested); build into a new "
                              "directory or delete the old shards")
-    mine = list(range(w_index, n_shards, w_count))
     _remove_orphans(out_dir, {names[i] for i in mine})
 
     z_cpu = z.detach().to("cpu")
