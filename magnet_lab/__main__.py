@@ -167,7 +167,8 @@ def _build_share(args: argparse.Namespace, device: str, worker: tuple[int, int] 
     vb = bank.build(G, z.to(device), args.out, shard_size=args.shard_size, generator_id=spec,
                     seeds=seeds, latent_law=law, worker=worker, generator_options=options,
                     method=args.method, k=args.k, proj_dim=args.proj_dim,
-                    seed=args.spectra_seed, chunk=args.chunk, dtype=dtype)
+                    seed=args.spectra_seed, chunk=args.chunk, dtype=dtype,
+                    precision=args.precision)
     print(f"{tag} {len(vb)} latents, log σ {tuple(vb.log_sv.shape)}, "
           f"{len(vb.meta['shards_computed'])} shard(s) computed -> {vb.meta['path']}", flush=True)
     return vb
@@ -332,6 +333,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--device", default="cpu")
     b.add_argument("--psi", type=float, default=None, help="StyleGAN2: truncation psi")
     b.add_argument("--cutoff", type=int, default=None, help="StyleGAN2: layers truncated")
+    b.add_argument("--precision", default="highest", choices=["highest", "tf32", "bf16"],
+                   help="arithmetic of the Jacobian products (spectra.PRECISIONS; tf32/bf16 "
+                        "need --dtype float32, are faster on GPUs and cost accuracy: README)")
     b.add_argument("--noise-mode", default=None, choices=["const", "random", "none"],
                    help="StyleGAN2: noise (random needs --noise-seed)")
     b.add_argument("--noise-seed", type=int, default=None)

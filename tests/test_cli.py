@@ -117,7 +117,9 @@ def test_a_worker_with_retrained_weights_at_the_same_path_is_refused(tmp_path, c
 @pytest.mark.parametrize("change, field", [(["--seed", "1"], "latents.seed differs: 0 vs 1"),
                                            (["--dtype", "float64"], "dtype differs"),
                                            (["--method", "projected", "--proj-dim", "8"],
-                                            "method differs")])
+                                            "method differs"),
+                                           (["--precision", "bf16"],
+                                            "precision differs: 'highest' vs 'bf16'")])
 def test_workers_that_differ_in_latents_dtype_or_method_do_not_merge(tmp_path, capsys, change,
                                                                         field):
     out = tmp_path / "bank"
@@ -126,6 +128,13 @@ def test_workers_that_differ_in_latents_dtype_or_method_do_not_merge(tmp_path, c
     capsys.readouterr()
     assert main(common + change + ["--worker", "1/2"]) == 2
     assert field in capsys.readouterr().err
+
+
+def test_reduced_precision_in_float64_is_a_one_line_error(tmp_path, capsys):
+    assert main(["bank", "--n", "2", "--dtype", "float64", "--precision", "tf32",
+                 "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "float32 option" in err and "\n" not in err.strip()
 
 
 def test_same_weights_under_another_path_share_the_bank(tmp_path):
