@@ -10,6 +10,7 @@ bootstrap CIs.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ def candidate_bank(G: torch.nn.Module, generator_id: str, n: int, *, seed: int,
                    method: str = "exact", k: int | None = None, proj_dim: int = 128,
                    shard_size: int = bank.DEFAULT_SHARD_SIZE,
                    directory: str | Path | None = None, latents: torch.Tensor | None = None,
-                   **spectra_kwargs: Any) -> bank.VolumeBank:
+                   progress: bool = False, **spectra_kwargs: Any) -> bank.VolumeBank:
     """The volume bank of ``n`` Gaussian candidates ``z = gaussian_latents(n, d, seed)`` for
     ``G`` (or of ``latents`` ``[N, d]``, e.g. a subset for an estimator comparison), built with
     ``spectra.log_singular_values(method, k, proj_dim, seed, **spectra_kwargs)`` by
@@ -31,13 +32,26 @@ def candidate_bank(G: torch.nn.Module, generator_id: str, n: int, *, seed: int,
     reused exactly when the bank identity (weights fingerprint, latents, every spectra option,
     dtype, device) is the same, and resumed when interrupted. ``k`` is the number of singular
     values computed (None: all); ``top_k`` for the weights is chosen later, per sampler.
-    Returns the merged ``VolumeBank``."""
+    ``progress`` shows a bar over the latents, advanced shard by shard (each shard built by its
+    own ``bank.build(worker=(i, n_shards))`` call, the scale-out path, so the bank and its identity
+    are the same as without it; ``MAGNET_LAB_PROGRESS=0`` turns it off). Returns the merged
+    ``VolumeBank``."""
     param = next(G.parameters())
     if latents is None:
         z, law = sampling.gaussian_latents(n, G.z_dim, seed=seed), {"law": "gaussian", "seed": seed}
     else:
         z, law = latents, None
     z = z.to(param.device, param.dtype)
+    if progress and os.environ.get("MAGNET_LAB_PROGRESS", "1") != "0":
+        from tqdm.auto import tqdm
+
+        n_shards = math.ceil(z.shape[0] / shard_size)
+        with tqdm(total=z.shape[0], desc=f"bank {generator_id}", unit="latent") as bar:
+            for i in range(n_shards):  # a cached shard is only verified: the bar jumps
+                bank.build(G, z, generator_id=generator_id, shard_size=shard_size,
+                           latent_law=law, cache_root=directory, method=method, k=k,
+                           proj_dim=proj_dim, seed=seed, worker=(i, n_shards), **spectra_kwargs)
+                bar.update(min(shard_size, z.shape[0] - i * shard_size))
     return bank.build(G, z, generator_id=generator_id, shard_size=shard_size, latent_law=law,
                       cache_root=directory, method=method, k=k, proj_dim=proj_dim, seed=seed,
                       **spectra_kwargs)

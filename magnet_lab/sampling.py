@@ -50,8 +50,11 @@ from .validation import check_finite, check_latents
 __all__ = [
     "LowESSWarning", "log_volume", "log_weights", "gaussian_latents", "gaussian_log_prior",
     "uniform_box_latents", "latents_from_seeds", "resample", "ess", "ess_fraction",
-    "check_ess", "mixture_indices", "per_class_log_weights",
+    "check_ess", "mixture_indices", "per_class_log_weights", "LOW_ESS_FRACTION",
 ]
+
+# ESS / N below this is "collapsed": ``check_ess`` warns and the explorer flags it.
+LOW_ESS_FRACTION = 1e-3
 
 
 class LowESSWarning(UserWarning):
@@ -312,7 +315,7 @@ def ess_fraction(log_w: torch.Tensor) -> float:
     return ess(log_w) / log_w.shape[0]
 
 
-def check_ess(log_w: torch.Tensor, min_fraction: float = 1e-3) -> float:
+def check_ess(log_w: torch.Tensor, min_fraction: float = LOW_ESS_FRACTION) -> float:
     """Return ``ess(log_w)`` and warn (``LowESSWarning``) when ``ESS / N < min_fraction``: the
     resampled set is then dominated by a handful of candidates (repeats with replacement, a
     biased tail without), so draw more candidates or use a smaller ``|rho|`` / ``top_k``.

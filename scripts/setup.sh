@@ -2,8 +2,9 @@
 # Set up magnet_lab's environment from environment.yml (the one list of dependencies).
 #  - with conda: create/update the `magnet_lab` conda env from the file;
 #  - without conda: make .venv and pip-install exactly the file's `pip:` list.
-# Then register the Jupyter kernel "magnet_lab" and, where apt is available and the data are
-# missing, install Debian's Fashion-MNIST. Idempotent: a second run only checks.
+# Then register the Jupyter kernel "magnet_lab" and, where apt is available and they are
+# missing, install Debian's Fashion-MNIST and chromium (for the browser test). Idempotent: a
+# second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -37,6 +38,15 @@ if [ ! -e /usr/share/datasets/fashion-mnist ] && [ -z "${MAGNET_LAB_FMNIST_DIR:-
       || echo "setup: could not install Debian's dataset-fashion-mnist; see README (Data)" >&2
   else
     echo "setup: Fashion-MNIST not found; see README (Data) to install it" >&2
+  fi
+fi
+# The browser test drives Debian's chromium through Playwright; without it the test skips.
+if ! command -v chromium >/dev/null 2>&1 && [ -z "${MAGNET_LAB_CHROMIUM:-}" ]; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
+      || echo "setup: could not install Debian's chromium; tests/test_browser.py will skip" >&2
+  else
+    echo "setup: no chromium (apt-get install chromium as root); tests/test_browser.py will skip" >&2
   fi
 fi
 # Make and the README commands run whichever interpreter this setup chose.

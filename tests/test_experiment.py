@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -159,14 +160,40 @@ def test_predict_classes_is_argmax_of_logits():
                        clf(x.flatten(1)).argmax(1))
 
 
+def _find(widget, css_class):
+    """The descendant of an ipywidgets box carrying ``css_class``."""
+    if css_class in getattr(widget, "_dom_classes", ()):
+        return widget
+    for child in getattr(widget, "children", ()):
+        found = _find(child, css_class)
+        if found is not None:
+            return found
+    return None
+
+
 def test_polarity_explorer_builds_a_widget_and_redraws(tmp_path, monkeypatch):
     import matplotlib
 
     matplotlib.use("Agg")
     vb = experiment.candidate_bank(TinyGen(), "tiny", 40, seed=0, directory=tmp_path)
     box = widgets.polarity_explorer(TinyGen(), vb, n=8)
-    rho, psi = box.children[0].children
+    rho, psi, _ = box.children[0].children[0].children
+    before = _find(box, "magnet-grid").value
     rho.value = 1.5  # triggers a redraw through the observer; must not raise
     assert rho.description == "ρ" and psi.description == "ψ"
+    assert _find(box, "magnet-grid").value != before
+    # no classifier for a one-channel generator: no histogram, and the explorer says why
+    assert "no attribute histogram" in _find(box, "magnet-notes").value
     monkeypatch.setenv("MAGNET_LAB_HEADLESS", "1")
     assert widgets.headless()
+
+
+def test_candidate_bank_with_progress_is_the_same_bank_built_shard_by_shard(tmp_path, monkeypatch):
+    monkeypatch.setenv("MAGNET_LAB_PROGRESS", "1")
+    shown = experiment.candidate_bank(TinyGen(), "tiny", 40, seed=0, shard_size=16,
+                                      directory=tmp_path / "a", progress=True)
+    plain = experiment.candidate_bank(TinyGen(), "tiny", 40, seed=0, shard_size=16,
+                                      directory=tmp_path / "b")
+    assert torch.equal(shown.log_sv, plain.log_sv) and torch.equal(shown.latents, plain.latents)
+    assert shown.meta["identity"] == plain.meta["identity"]
+    assert len(list(Path(shown.meta["path"]).glob("shard-*.safetensors"))) == 3

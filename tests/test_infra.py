@@ -151,7 +151,7 @@ def test_notebooks_are_clean_and_start_with_a_parameters_cell():
     import nbformat
 
     books = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-    assert [b.stem[:2] for b in books] == ["01", "02", "03", "04"]
+    assert [b.stem[:2] for b in books] == ["00", "01", "02", "03", "04"]
     for book in books:
         nb = nbformat.read(book, as_version=4)
         code = [c for c in nb.cells if c.cell_type == "code"]
@@ -160,8 +160,9 @@ def test_notebooks_are_clean_and_start_with_a_parameters_cell():
         assert "parameters" in first.metadata.get("tags", []), book
         for name in ("seed", "smoke", "results_path"):
             assert re.search(rf"^{name} = ", first.source, re.M), (book, name)
-        assert not re.search(r"^\s*def ", "\n".join(c.source for c in code), re.M), \
-            f"{book.name} defines a function: move it into magnet_lab"
+        source = "\n".join(c.source for c in code)
+        assert not re.search(r"^\s*(def|class) |\blambda\b", source, re.M), \
+            f"{book.name} defines a function or class: move it into magnet_lab"
 
 
 def test_kernel_of_another_venv_is_not_taken_for_this_one(tmp_path):

@@ -18,6 +18,37 @@ pytestmark = pytest.mark.notebook
 
 
 @pytest.fixture(scope="module")
+def nb00(output_dirs):
+    return reports.run_notebook("00", {"smoke": True, "seed": 0,
+                                       "pr_results": str(output_dirs / "no-03-results.json")},
+                                out_dir=output_dirs / "reports")
+
+
+def test_nb00_readout_matches_the_bank_weights_and_flags_extreme_rho(nb00):
+    from magnet_lab import bank, sampling
+
+    p = nb00["parameters"]
+    vb = bank.VolumeBank.load(nb00["bank"]["path"])
+    assert len(vb) == nb00["bank"]["n"] == p["n_candidates"] == 200 and nb00["attributes"] == "class"
+    top_k = nb00["bank"]["top_k"]
+    for rho, h in nb00["health"].items():
+        log_w = sampling.log_weights(vb.log_sv, float(rho), top_k)
+        assert h["ess_fraction"] == pytest.approx(sampling.ess_fraction(log_w), rel=1e-9), rho
+        assert h["n_distinct"] == len(set(h["indices"])) == p["n_grid"]  # without replacement
+    assert nb00["health"]["0"]["health"] == "ok" and nb00["health"]["0"]["ess_fraction"] == pytest.approx(1)
+    assert nb00["health"]["-3"]["health"] != "ok" and nb00["health"]["3"]["health"] != "ok"
+    assert nb00["pr_plane"] is False  # no notebook-03 results at that path: said, not faked
+
+
+def test_nb00_histogram_of_extreme_rho_differs_from_plain(nb00):
+    hist = nb00["histogram"]["attributes"]["class"]
+    assert len(hist["classes"]) == 10
+    assert sum(hist["sample"]) == pytest.approx(1) and sum(hist["plain"]) == pytest.approx(1)
+    # ρ = −3 concentrates on the modes: its most frequent class is more frequent than plain's
+    assert max(hist["sample"]) > max(hist["plain"])
+
+
+@pytest.fixture(scope="module")
 def nb01(output_dirs):
     return reports.run_notebook("01", {"smoke": True, "seed": 0}, out_dir=output_dirs / "reports")
 

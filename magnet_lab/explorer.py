@@ -1,0 +1,202 @@
+"""What the ρ/ψ explorer computes, without a front end: draws, their health, their attributes.
+
+One ``Knobs`` value is one state of the explorer (ρ, ψ, top_k, "% MaGNET", with or without
+replacement, seed); ``draw`` turns it into bank indices with the weights' health (ESS / N of the
+law actually drawn from, distinct latents, a flag), ``attribute_histogram`` says what a larger
+draw of the same state is (predicted class, or face attributes) against plain sampling, and
+``pr_frontier`` / ``pr_point`` place it on notebook 03's precision–recall plane. The widget in
+``magnet_lab.widgets`` only wires these to sliders; tests call them directly.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import attributes, bank, experiment, metrics, sampling
+from .models import generate
+
+HEALTH = ("ok", "thin", "low")  # ok; ESS below the draw size; ESS/N below LOW_ESS_FRACTION
+
+
+@dataclass(frozen=True)
+class Knobs:
+    """One explorer state: polarity ``rho``, truncation ``psi``, ``top_k`` singular values (None:
+    all), the share ``magnet_fraction`` of weighted draws (the rest plain), ``replace`` and
+    ``seed``. ``sampler()`` is the same state as an ``experiment.Sampler`` (which validates it)."""
+
+    rho: float = 0.0
+    psi: float = 1.0
+    top_k: int | None = None
+    magnet_fraction: float = 1.0
+    replace: bool = False
+    seed: int = 0
+
+    def sampler(self, name: str = "explorer") -> experiment.Sampler:
+        """The ``experiment.Sampler`` of this state. Raises ValueError as Sampler does."""
+        return experiment.Sampler(name, rho=float(self.rho), top_k=self.top_k,
+                                  psi=float(self.psi), replace=bool(self.replace),
+                                  magnet_fraction=float(self.magnet_fraction),
+                                  seed=int(self.seed))
+
+    def as_dict(self) -> dict[str, Any]:
+        """The knob values as a JSON-ready dict (a figure sidecar's parameters)."""
+        return asdict(self)
+
+    def stem(self) -> str:
+        """A file stem naming this state, seed last (``rho-1_psi1_k10_f100_norep_seed0000``)."""
+        k = "all" if self.top_k is None else str(self.top_k)
+        rep = "rep" if self.replace else "norep"
+        text = (f"rho{self.rho:g}_psi{self.psi:g}_k{k}_f{100 * self.magnet_fraction:g}_{rep}"
+                f"_seed{self.seed:04d}")
+        return re.sub(r"[^A-Za-z0-9_.+-]", "_", text)
+
+
+@dataclass(frozen=True)
+class Draw:
+    """``indices`` ``[n]`` into the bank drawn for one ``Knobs``, with the health of its law:
+    ``ess`` and ``ess_fraction`` (ESS / N), ``n_distinct`` latents and ``health`` (``HEALTH``)."""
+
+    indices: torch.Tensor
+    ess: float
+    ess_fraction: float
+    n_distinct: int
+    health: str
+
+    def readout(self) -> str:
+        """One line for a reader: ESS/N, ESS, distinct latents, and the flag when not ok."""
+        n = self.indices.numel()
+        text = (f"ESS/N = {self.ess_fraction:.2e} (ESS {self.ess:.1f}) · "
+                f"{self.n_distinct} distinct of {n} drawn")
+        if self.health == "low":
+            text += (f" · LOW ESS: ESS/N < {sampling.LOW_ESS_FRACTION:g}, the draw is a handful "
+                     "of candidates")
+        elif self.health == "thin":
+            text += f" · THIN: ESS < {n} drawn, the draw is close to the top candidates by weight"
+        return text
+
+
+def mixture_log_weights(vb: bank.VolumeBank, knobs: Knobs) -> torch.Tensor:
+    """Normalised log-weights ``[N]`` (float64) of the law ``knobs`` draws from: the polarity
+    weights ``w`` (ρ, top_k) mixed with plain sampling, ``f·w + (1 − f)/N`` for
+    ``f = magnet_fraction`` (f = 1: ``w`` itself). Raises ValueError as ``sampling.log_weights``."""
+    log_w = knobs.sampler().log_weights(vb)  # [N], logsumexp 0
+    f = float(knobs.magnet_fraction)
+    if f == 1:
+        return log_w
+    plain = torch.full_like(log_w, -math.log(log_w.numel()))
+    if f == 0:
+        return plain
+    return torch.logaddexp(math.log(f) + log_w, math.log1p(-f) + plain)
+
+
+def health(ess: float, n_candidates: int, n_drawn: int) -> str:
+    """"low" when ``ess / n_candidates`` is below ``sampling.LOW_ESS_FRACTION`` (where
+    ``check_ess`` warns), "thin" when ``ess`` is below ``n_drawn`` (without replacement the draw
+    is then near the top candidates by weight, with it mostly repeats), else "ok"."""
+    if ess / n_candidates < sampling.LOW_ESS_FRACTION:
+        return "low"
+    return "thin" if ess < n_drawn else "ok"
+
+
+def draw(vb: bank.VolumeBank, knobs: Knobs, n: int) -> Draw:
+    """Draw ``n`` bank indices for ``knobs`` (``Sampler.indices``, seeded: the same knobs give
+    the same indices) and measure the law's health (``mixture_log_weights``'s ESS, distinct
+    indices, ``health``). The ``LowESSWarning`` is not raised: the flag carries it. Without
+    replacement ``n`` is capped at the number of candidates. Raises ValueError for invalid knobs
+    or ``n`` above the positive-weight candidates without replacement."""
+    if not knobs.replace:
+        n = min(n, len(vb))
+    ess = sampling.ess(mixture_log_weights(vb, knobs))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", sampling.LowESSWarning)
+        idx = knobs.sampler().indices(vb, n)  # [n]
+    return Draw(indices=idx, ess=ess, ess_fraction=ess / len(vb),
+                n_distinct=int(idx.unique().numel()), health=health(ess, len(vb), n))
+
+
+def attribute_frequencies(G: torch.nn.Module, z: torch.Tensor, psi: float, *,
+                          kind: str = "auto", classifier: torch.nn.Module | None = None
+                          ) -> dict[str, Any]:
+    """The images of latents ``z`` ``[n, d]`` at truncation ``psi`` and their attribute
+    frequencies: ``{"kind", "images": [n, C, H, W], "attributes": {name: {"classes": [C names],
+    "freq": float64 [C], "n_missing": int}}}``, labelled by ``attributes.semantic_attributes``
+    (``kind`` "auto": class for one-channel images, face attributes for RGB); frequencies are
+    over the images where the attribute is known (zeros when none is). Raises ValueError as
+    ``semantic_attributes`` does (e.g. kind "class" without a classifier)."""
+    images = generate(G, z, psi=psi)  # [n, C, H, W]
+    kind = attributes.attribute_kind(kind, images)
+    out = {}
+    for name, a in attributes.semantic_attributes(images, kind, classifier).items():
+        out[name] = {"classes": list(a["classes"]), "freq": _frequencies(a["labels"], len(a["classes"])),
+                     "n_missing": int((a["labels"] == attributes.MISSING).sum())}
+    return {"kind": kind, "images": images, "attributes": out}
+
+
+def attribute_histogram(G: torch.nn.Module, vb: bank.VolumeBank, knobs: Knobs, n: int, *,
+                        kind: str = "auto", classifier: torch.nn.Module | None = None,
+                        plain: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What a draw of ``n`` latents for ``knobs`` is, against plain sampling (ρ = 0, the same ψ
+    and seed, ``n`` from the same bank): ``{"draw": Draw, "sample": attribute_frequencies(...)
+    of the draw, "plain": the same for plain sampling}``. ``plain`` reuses an earlier result's
+    "plain" (valid while ψ, seed, n and the bank are unchanged) instead of recomputing it.
+    Raises ValueError as ``draw`` and ``attribute_frequencies`` do."""
+    d = draw(vb, knobs, n)
+    sample = attribute_frequencies(G, vb.latents[d.indices], knobs.psi, kind=kind,
+                                   classifier=classifier)
+    if plain is None:
+        p = draw(vb, Knobs(rho=0.0, psi=knobs.psi, seed=knobs.seed), d.indices.numel())
+        plain = attribute_frequencies(G, vb.latents[p.indices], knobs.psi, kind=kind,
+                                      classifier=classifier)
+    return {"draw": d, "sample": sample, "plain": plain}
+
+
+def _frequencies(labels: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """Class frequencies ``[C]`` (float64) over known labels; zeros when none is known."""
+    known = labels[labels != attributes.MISSING].long()
+    if known.numel() == 0:
+        return torch.zeros(n_classes, dtype=torch.float64)
+    return attributes.class_distribution(known, n_classes)
+
+
+def pr_frontier(results_path: str | Path | None) -> dict[str, Any] | None:
+    """Notebook 03's precision–recall points from its results JSON: ``{"rho": [(ρ, recall,
+    precision), ...], "psi": [(ψ, recall, precision), ...], "n_samples": int, "path": str}``
+    sorted by knob, and its ``seed`` (its real reference's split seed), or None when ``results_path`` is None or no such file exists (the explorer
+    then says so). Raises ValueError for a file that is not a notebook-03 results JSON."""
+    if results_path is None or not Path(results_path).is_file():
+        return None
+    res = json.loads(Path(results_path).read_text())
+    samplers = res.get("samplers")
+    if not isinstance(samplers, dict):
+        raise ValueError(f"{results_path} has no 'samplers': not notebook 03's results")
+    out: dict[str, Any] = {"rho": [], "psi": [], "path": str(results_path), "seed": res.get("seed"),
+                           "n_samples": res.get("parameters", {}).get("n_samples")}
+    for name, ev in samplers.items():
+        spec = ev.get("sampler", {})
+        point = (ev["metrics"]["recall"]["value"], ev["metrics"]["precision"]["value"])
+        if spec.get("fresh_latents"):
+            out["psi"].append((float(spec["psi"]), *point))
+        elif not spec.get("exact_uniform"):
+            out["rho"].append((float(spec["rho"]), *point))
+    out["rho"].sort()
+    out["psi"].sort()
+    return out
+
+
+def pr_point(classifier: torch.nn.Module, images: torch.Tensor,
+             real_feats: torch.Tensor) -> dict[str, float]:
+    """Precision and recall (k = 3, notebook 03's) of ``images`` ``[M, C, H, W]`` against real
+    features ``[N, F]``, in ``classifier``'s feature space: ``{"precision", "recall"}``. Recall
+    grows with M, so compare with 03's points at its own ``n_samples``. Raises as
+    ``metrics.metrics_from_features`` does."""
+    from . import features
+
+    fake = features.extract_features(classifier, images)  # [M, F]
+    return metrics.metrics_from_features(real_feats, fake, metrics=("precision", "recall"))

@@ -1,0 +1,176 @@
+"""The explorer's computations without a browser: draws, their health, histograms, the P–R plane,
+and the widget's save button."""
+from __future__ import annotations
+
+import json
+import math
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+from magnet_lab import bank, explorer, sampling, widgets
+
+
+class PatchGen(nn.Module):
+    """z [B, 4] -> a 1×4×4 'image' whose brightness is z's first coordinate (cheap, seeded)."""
+
+    z_dim = 4
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 16)
+        with torch.no_grad():
+            self.lin.weight.zero_()
+            self.lin.weight[:, 0] = 0.5
+            self.lin.bias.zero_()
+
+    def forward(self, z):
+        return torch.tanh(self.lin(z)).view(-1, 1, 4, 4)
+
+
+class BrightnessClassifier(nn.Module):
+    """Two classes: dark (mean < 0) and bright; ``features`` is the image mean and spread."""
+
+    sidecar = {"class_names": ["dark", "bright"]}
+
+    def features(self, x):
+        return torch.stack([x.mean((1, 2, 3)), x.std((1, 2, 3))], 1)
+
+    def forward(self, x):
+        m = x.mean((1, 2, 3))
+        return torch.stack([-m, m], 1)
+
+
+def _bank(n: int = 400, spread: float = 1.0) -> bank.VolumeBank:
+    """A bank whose log-volume grows with the latents' first coordinate (bright = big volume)."""
+    z = sampling.gaussian_latents(n, 4, seed=0)  # [n, 4]
+    base = torch.linspace(0, -3, 6, dtype=torch.float64)  # [6] descending
+    log_sv = base + spread * z[:, :1].double()  # [n, 6], rows still descending
+    return bank.VolumeBank(log_sv=log_sv, latents=z, meta={"generator_id": "patch", "path": "/x"})
+
+
+def test_draw_is_seeded_and_rho0_is_healthy_with_ess_equal_to_n():
+    vb = _bank()
+    a = explorer.draw(vb, explorer.Knobs(rho=0.0, seed=3), 32)
+    assert torch.equal(a.indices, explorer.draw(vb, explorer.Knobs(rho=0.0, seed=3), 32).indices)
+    assert a.ess == pytest.approx(len(vb)) and a.health == "ok" and a.n_distinct == 32
+    assert "ESS/N = 1.00e+00" in a.readout() and "LOW" not in a.readout()
+
+
+def test_draw_ess_is_the_sampling_ess_of_the_polarity_weights():
+    vb = _bank()
+    d = explorer.draw(vb, explorer.Knobs(rho=2.0, top_k=3), 16)
+    log_w = sampling.log_weights(vb.log_sv, 2.0, 3)
+    assert d.ess == pytest.approx(sampling.ess(log_w), rel=1e-12)
+    assert d.ess_fraction == pytest.approx(sampling.ess_fraction(log_w), rel=1e-12)
+
+
+def test_health_flags_low_below_the_library_threshold_and_thin_below_the_draw_size():
+    assert explorer.health(0.5 * sampling.LOW_ESS_FRACTION * 1000, 1000, 1) == "low"
+    assert explorer.health(10.0, 1000, 32) == "thin"
+    assert explorer.health(64.0, 1000, 32) == "ok"
+
+
+def test_extreme_rho_is_flagged_low_and_the_warning_is_not_raised_but_shown():
+    vb = _bank(n=3000, spread=25.0)  # ESS ≈ 1 < 1e-3 · N: the weights sit on one candidate
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", sampling.LowESSWarning)
+        d = explorer.draw(vb, explorer.Knobs(rho=3.0, replace=True), 32)
+    assert d.health == "low" and "LOW ESS" in d.readout()
+    assert d.n_distinct < 4  # with replacement the collapse shows as repeats
+
+
+def test_mixture_ess_grows_with_the_plain_share():
+    vb = _bank(spread=3.0)
+    ess = [explorer.draw(vb, explorer.Knobs(rho=2.0, magnet_fraction=f), 16).ess
+           for f in (1.0, 0.5, 0.0)]
+    assert ess[0] < ess[1] < ess[2] == pytest.approx(len(vb))
+    # the mixture law: f·w + (1 − f)/N, normalised
+    log_w = explorer.mixture_log_weights(vb, explorer.Knobs(rho=2.0, magnet_fraction=0.5))
+    w = sampling.log_weights(vb.log_sv, 2.0).exp()
+    assert torch.allclose(log_w.exp(), 0.5 * w + 0.5 / len(vb))
+
+
+def test_draw_without_replacement_is_capped_at_the_candidates():
+    vb = _bank(n=20)
+    assert explorer.draw(vb, explorer.Knobs(), 64).indices.numel() == 20
+
+
+def test_attribute_histogram_moves_towards_the_favoured_class_and_reuses_plain():
+    G, C, vb = PatchGen(), BrightnessClassifier(), _bank(spread=2.0)
+    h = explorer.attribute_histogram(G, vb, explorer.Knobs(rho=2.0), 128, classifier=C)
+    ours, plain = h["sample"]["attributes"]["class"], h["plain"]["attributes"]["class"]
+    assert ours["classes"] == ["dark", "bright"] and h["sample"]["kind"] == "class"
+    assert float(ours["freq"].sum()) == pytest.approx(1) and float(plain["freq"].sum()) == pytest.approx(1)
+    assert ours["freq"][1] > plain["freq"][1] + 0.2  # big volume = bright: ρ > 0 favours it
+    again = explorer.attribute_histogram(G, vb, explorer.Knobs(rho=-2.0), 128, classifier=C,
+                                         plain=h["plain"])
+    assert again["plain"] is h["plain"] and again["sample"]["attributes"]["class"]["freq"][1] < plain["freq"][1]
+
+
+def test_pr_frontier_reads_notebook03_results_and_is_none_without_them(tmp_path):
+    assert explorer.pr_frontier(None) is None and explorer.pr_frontier(tmp_path / "no.json") is None
+    pr = {"precision": {"value": 0.8}, "recall": {"value": 0.3}}
+    res = {"seed": 0, "parameters": {"n_samples": 2000}, "samplers": {
+        "rho=1": {"metrics": pr, "sampler": {"rho": 1.0, "psi": 1.0}},
+        "rho=-1": {"metrics": pr, "sampler": {"rho": -1.0, "psi": 1.0}},
+        "magnet_exact": {"metrics": pr, "sampler": {"rho": 1.0, "exact_uniform": True}},
+        "psi=0.7": {"metrics": pr, "sampler": {"psi": 0.7, "fresh_latents": True}}}}
+    (tmp_path / "03.json").write_text(json.dumps(res))
+    f = explorer.pr_frontier(tmp_path / "03.json")
+    assert f["rho"] == [(-1.0, 0.3, 0.8), (1.0, 0.3, 0.8)] and f["psi"] == [(0.7, 0.3, 0.8)]
+    assert f["n_samples"] == 2000
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(ValueError, match="notebook 03"):
+        explorer.pr_frontier(tmp_path / "bad.json")
+
+
+def test_pr_point_of_the_reference_itself_has_full_precision_and_recall():
+    C = BrightnessClassifier()
+    images = PatchGen()(sampling.gaussian_latents(64, 4, seed=1)).detach()
+    real = C.features(images).double()
+    pr = explorer.pr_point(C, images, real)
+    assert pr["precision"] == pytest.approx(1) and pr["recall"] == pytest.approx(1)
+
+
+def test_knobs_stem_names_every_knob_and_the_seed_last():
+    stem = explorer.Knobs(rho=-1.5, psi=0.7, top_k=None, magnet_fraction=0.25, replace=True,
+                          seed=7).stem()
+    assert stem == "rho-1.5_psi0.7_kall_f25_rep_seed0007"
+    assert not math.isnan(explorer.Knobs().sampler().rho)
+
+
+def test_explorer_save_button_writes_png_pdf_and_a_sidecar_with_knobs_and_bank(tmp_path,
+                                                                               monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    monkeypatch.setenv("MAGNET_LAB_FIGURES_DIR", str(tmp_path))
+    box = widgets.polarity_explorer(PatchGen(), _bank(), n=8, n_hist=32, seed=2,
+                                    classifier=BrightnessClassifier(), generator_id="patch")
+    parts = {c: _find(box, f"magnet-{c}") for c in ("rho", "ess", "hist", "save", "status", "pr")}
+    hist_before, ess_before = parts["hist"].value, parts["ess"].value
+    parts["rho"].value = 2.0
+    assert parts["hist"].value != hist_before and parts["ess"].value != ess_before
+    assert parts["pr"].layout.display == "none"  # no notebook-03 numbers: no empty plane
+    parts["save"].click()
+    files = sorted(p.name for p in tmp_path.iterdir())
+    stem = "00_explore_patch_rho2_psi1_k6_f100_norep_seed0002"
+    assert files == [f"{stem}.json", f"{stem}.pdf", f"{stem}.png"]
+    side = json.loads((tmp_path / f"{stem}.json").read_text())["parameters"]
+    assert side["generator"] == "patch" and side["bank_path"] == "/x" and side["rho"] == 2.0
+    assert side["seed"] == 2 and len(side["indices"]) == 8 and side["health"] in explorer.HEALTH
+    assert parts["status"].value.startswith("saved ")
+
+
+def _find(widget, css_class):
+    """The descendant of an ipywidgets box carrying ``css_class``."""
+    if css_class in getattr(widget, "_dom_classes", ()):
+        return widget
+    for child in getattr(widget, "children", ()):
+        found = _find(child, css_class)
+        if found is not None:
+            return found
+    return None
