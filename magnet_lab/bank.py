@@ -404,7 +404,8 @@ def bank_identity(G: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor, *,
     """The identity of the bank that ``build(G, z, ..., **spectra_kwargs)`` writes: a JSON dict
     of ``generator_fingerprint`` (``models.fingerprint(G)``; for a G that is not an
     ``nn.Module`` pass ``fingerprint``), ``method``, ``k``, ``proj_dim``, ``seed``, ``tol``,
-    ``max_iter``, ``oversample`` (``None`` where the method ignores them), ``dtype`` (compute
+    ``max_iter``, ``oversample`` (``None`` where the method ignores them), for ``topk`` its
+    ``algorithm`` (``"block-lanczos-8"``), ``precision``, ``dtype`` (compute
     dtype), ``device`` (kind: ``"cpu"``, ``"cuda"``, ...) and ``latents`` = ``latent_law``
     (e.g. ``{"law": "gaussian", "seed": 0}``; default ``{"law": "given"}``) plus ``n``,
     ``z_dim``, ``dtype`` and ``sha256`` of z ``[N, d]``. Speed-only options (``chunk``,
@@ -431,6 +432,9 @@ def bank_identity(G: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor, *,
         if method not in methods:
             opts[key] = None
     dtype = opts.pop("dtype") or z.dtype
+    if method == "topk":  # the iteration, not only its arguments, decides the numbers
+        from .spectra import KRYLOV_BLOCK
+        opts["algorithm"] = f"block-lanczos-{KRYLOV_BLOCK}"
     identity = {"generator_fingerprint": fingerprint, "method": method, **opts,
                 "dtype": str(dtype).replace("torch.", ""), "device": z.device.type,
                 "latents": {**law, "n": int(z.shape[0]), "z_dim": int(z.shape[1]),

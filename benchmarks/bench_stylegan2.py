@@ -1,0 +1,194 @@
+"""Jacobian spectra of our StyleGAN2 (config-f channels, random seeded weights): ours vs a baseline.
+
+    python benchmarks/bench_stylegan2.py                                # CPU, 32², ~10 min on 2 cores
+    python benchmarks/bench_stylegan2.py --res 64 --json benchmarks/results/bench_stylegan2_cpu.json
+    python benchmarks/bench_stylegan2.py --device cuda --res 1024 --latents 24 \
+        --json benchmarks/results/bench_stylegan2_h100.json            # one GPU
+
+One process, the same latents ``z`` and the same projection P [proj_dim, D] for every method:
+
+* ``baseline``  what a user would port from the authors' TF1 code: ``torch.autograd.functional
+                .jacobian`` of z ↦ Σ_batch P·vec(G(z)) (proj_dim backward passes for the whole
+                batch, batch samples being independent), then the SVD of each P·J.
+* ``projected`` ``spectra.log_singular_values(method="projected")`` at each precision asked.
+* ``topk``      ``method="topk"`` with k = ``--k`` (σ(J) itself, not σ(P·J)).
+* ``exact``     the full J, where J fits in ``--exact-mib``.
+
+Cost does not depend on the weights, so random ones time the real thing. Each method gets one
+warm-up call (which also pays the cached P), then the best of ``--repeats``; reported per method:
+seconds per latent, forward-pass equivalents (÷ the forward time per latent), the ratio to the
+baseline (the result; absolute seconds are information), peak memory (CUDA: allocator peak;
+CPU: ``memory_plan``'s estimate), and accuracy against a float64 reference of the same quantity
+computed on the same device: the error of the top-``--k`` log-volume Σ_{i≤k} log σ_i (max
+absolute, and relative to the reference's magnitude), the Spearman rank correlation of the
+log-volume across latents, and the share of a MaGNET selection (weights ∝ volume, Gumbel-top-N/4
+with the same noise) kept. The float64 reference of ``baseline``/``projected`` is ``projected``
+in float64; of ``topk``, ``exact`` in float64 where it fits, else ``topk`` in float64 at tol 1e-9.
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+
+import torch
+from scipy import stats
+
+from magnet_lab import sampling, spectra
+from magnet_lab.models.stylegan2 import StyleGAN2Generator
+from magnet_lab.provenance import write_results
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def _timed(fn, device: str, repeats: int) -> tuple[float, torch.Tensor, float | None]:
+    """(best seconds over ``repeats`` after one warm-up, last output, CUDA peak MiB or None)."""
+    out = fn()
+    best = float("inf")
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    for _ in range(repeats):
+        _sync(device)
+        t0 = time.perf_counter()
+        out = fn()
+        _sync(device)
+        best = min(best, time.perf_counter() - t0)
+    peak = (torch.cuda.max_memory_allocated() - base) / 2**20 if device == "cuda" else None
+    return best, out, peak
+
+
+def baseline_log_sv(G: torch.nn.Module, z: torch.Tensor, P: torch.Tensor) -> torch.Tensor:
+    """log σ(P·J) [B, proj_dim] by ``torch.autograd.functional.jacobian`` (one backward pass per
+    row of P, over the whole batch) and a float64 SVD: the port of the authors' TF1 loop."""
+    def projected(zb: torch.Tensor) -> torch.Tensor:
+        return (G(zb).reshape(len(zb), -1) @ P.T).sum(0)  # [proj_dim]: rows are independent
+
+    J = torch.autograd.functional.jacobian(projected, z)  # [proj_dim, B, d]
+    return torch.linalg.svdvals(J.permute(1, 0, 2).double()).log().cpu()  # [B, proj_dim]
+
+
+def _accuracy(lsv: torch.Tensor, ref: torch.Tensor, k: int, seed: int) -> dict:
+    """Top-k log-volume error, rank correlation and MaGNET-selection overlap vs ``ref``."""
+    vol, vol_ref = lsv[:, :k].sum(1), ref[:, :k].sum(1)  # [N]
+    err = (vol - vol_ref).abs()
+    n_pick = max(len(vol) // 4, 1)
+    picks = [set(sampling.resample(sampling.log_weights(x, 1.0, top_k=k), n_pick,
+                                   rng=torch.Generator().manual_seed(seed)).tolist())
+             for x in (lsv, ref)]
+    rho = stats.spearmanr(vol, vol_ref).statistic if len(vol) > 2 else float("nan")
+    return {"max_abs_dlog_volume": float(err.max()),
+            "max_rel_dlog_volume": float((err / vol_ref.abs().clamp_min(1e-300)).max()),
+            "max_abs_dlog_sv": float((lsv[:, :k] - ref[:, :k]).abs().max()),
+            "spearman_log_volume": float(rho),
+            "magnet_pick_overlap": len(picks[0] & picks[1]) / n_pick}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--res", type=int, default=32, help="image resolution (power of 2)")
+    ap.add_argument("--latents", type=int, default=4, help="latents per timed call")
+    ap.add_argument("--proj-dim", type=int, default=128)
+    ap.add_argument("--k", type=int, default=30, help="top-k singular values (log-volume)")
+    ap.add_argument("--tol", type=float, default=1e-3, help="topk's tolerance")
+    ap.add_argument("--precisions", default=None,
+                    help="comma list of spectra.PRECISIONS for projected (default: highest on "
+                         "CPU, where bf16 autocast is slower; highest,tf32,bf16 on CUDA)")
+    ap.add_argument("--methods", default="baseline,projected,topk,exact")
+    ap.add_argument("--channel-base", type=int, default=32768, help="config-f: 32768")
+    ap.add_argument("--channel-max", type=int, default=512, help="config-f: 512")
+    ap.add_argument("--exact-mib", type=int, default=1024, help="run exact if J fits in this")
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dev, f32, f64 = args.device, torch.float32, torch.float64
+    precisions = (args.precisions.split(",") if args.precisions
+                  else ["highest"] if dev == "cpu" else ["highest", "tf32", "bf16"])
+    methods = args.methods.split(",")
+
+    torch.manual_seed(args.seed)
+    G = StyleGAN2Generator(512, 0, 512, args.res, 3, synthesis_kwargs=dict(
+        channel_base=args.channel_base, channel_max=args.channel_max))
+    G = G.to(dev).eval().requires_grad_(False)
+    G64 = StyleGAN2Generator(**G._kwargs).to(dev, f64).eval().requires_grad_(False)
+    G64.load_state_dict(G.state_dict())
+    z = sampling.gaussian_latents(args.latents, 512, seed=args.seed + 1).to(dev)  # [N, 512]
+    D, d = 3 * args.res ** 2, 512
+    common = dict(progress=False, seed=args.seed)
+    P = spectra.projection_matrix(D, args.proj_dim, args.seed, f32, dev)  # [proj_dim, D]
+    hw = torch.cuda.get_device_name() if dev == "cuda" else f"{platform.processor() or 'cpu'}"
+    print(f"StyleGAN2 {args.res}² config channel_base={args.channel_base} "
+          f"max={args.channel_max}: D={D}, d={d}, {args.latents} latents, {dev} ({hw}), "
+          f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
+
+    t0 = time.perf_counter()
+    ref_proj = spectra.log_singular_values(G64, z.double(), method="projected",
+                                           proj_dim=args.proj_dim, **common)  # [N, proj_dim]
+    exact_fits = D * d * 8 * 3 <= args.exact_mib << 20
+    ref_top = (spectra.log_singular_values(G64, z.double(), method="exact", k=args.k, **common)
+               if exact_fits else
+               spectra.log_singular_values(G64, z.double(), method="topk", k=args.k, tol=1e-9,
+                                           max_iter=200, **common))
+    print(f"float64 references: {time.perf_counter() - t0:.1f} s "
+          f"(topk reference: {'exact' if exact_fits else 'topk tol 1e-9'})")
+
+    with torch.no_grad(), spectra._precision_flags("highest"):
+        fwd_s, _, _ = _timed(lambda: G(z), dev, args.repeats)
+    fwd = fwd_s / len(z)
+    runs: dict[str, tuple] = {}
+    if "baseline" in methods:
+        runs["baseline"] = (lambda: baseline_log_sv(G, z, P), ref_proj, "highest")
+    for prec in precisions if "projected" in methods else []:
+        runs[f"projected[{prec}]"] = (lambda p=prec: spectra.log_singular_values(
+            G, z, method="projected", proj_dim=args.proj_dim, precision=p, **common),
+            ref_proj, prec)
+    if "topk" in methods:
+        runs["topk"] = (lambda: spectra.log_singular_values(
+            G, z, method="topk", k=args.k, tol=args.tol, **common), ref_top, "highest")
+    if "exact" in methods and exact_fits:
+        runs["exact"] = (lambda: spectra.log_singular_values(G, z, method="exact", **common),
+                         ref_top, "highest")
+
+    results: dict[str, dict] = {}
+    for name, (fn, ref, prec) in runs.items():
+        flags = "highest" if name == "baseline" else prec  # the baseline runs without TF32 too
+        with spectra._precision_flags(flags):
+            seconds, lsv, peak = _timed(fn, dev, args.repeats)
+        per = seconds / len(z)
+        res = {"s_per_latent": per, "forward_equivalents": per / fwd, "peak_mib": peak,
+               **_accuracy(lsv, ref, args.k, args.seed)}
+        if name.startswith(("projected", "topk", "exact")):
+            kw = dict(method=name.split("[")[0], k=args.k if name == "topk" else None,
+                      proj_dim=args.proj_dim, precision=prec, seed=args.seed)
+            plan = spectra.memory_plan(G, z, **kw)
+            res.update(chunk=plan.chunk, block=plan.block, estimate_mib=plan.estimate / 2**20)
+        results[name] = res
+    base = results.get("baseline", {}).get("s_per_latent")
+    print(f"forward: {fwd:.4g} s per latent")
+    print(f"{'method':<20} {'s/latent':>9} {'fwd-eq':>7} {'÷ baseline':>10} "
+          f"{'|Δ logvol|':>10} {'rel':>8} {'spearman':>8} {'picks':>6} {'peak MiB':>9}")
+    for name, r in results.items():
+        r["speedup_vs_baseline"] = base / r["s_per_latent"] if base else None
+        peak = r["peak_mib"] if r["peak_mib"] is not None else r.get("estimate_mib", float("nan"))
+        sp = f"{r['speedup_vs_baseline']:>9.2f}×" if base else f"{'-':>10}"
+        print(f"{name:<20} {r['s_per_latent']:>9.4g} {r['forward_equivalents']:>7.1f} {sp} "
+              f"{r['max_abs_dlog_volume']:>10.2e} {r['max_rel_dlog_volume']:>8.1e} "
+              f"{r['spearman_log_volume']:>8.3f} {r['magnet_pick_overlap']:>6.2f} {peak:>9.1f}")
+    print("(÷ baseline: how many times faster than the baseline in this process; peak MiB on CPU "
+          "is memory_plan's estimate)")
+    if args.json:
+        write_results(args.json, {"hardware": hw, "forward_s_per_latent": fwd,
+                                  "D": D, "d": d, "results": results},
+                      seed=args.seed, parameters=vars(args))
+
+
+if __name__ == "__main__":
+    main()

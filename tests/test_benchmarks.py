@@ -1,0 +1,35 @@
+"""The benchmarks run and measure the right quantities (no timing is asserted: speed is read
+from their output, never trusted from a timed test)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_stylegan2_benchmark_methods_agree_with_their_float64_references(tmp_path):
+    """On a tiny StyleGAN2 the baseline (autograd.functional.jacobian of P·G) and our projected
+    estimator compute the same σ(P·J) as the float64 reference, exact and topk the same top-k
+    σ(J); the JSON carries every method's ratio to the baseline and its provenance."""
+    out = tmp_path / "bench.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MAGNET_LAB_PROGRESS": "0"}
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_stylegan2.py"), "--res", "8",
+                    "--channel-base", "64", "--channel-max", "16", "--latents", "3",
+                    "--proj-dim", "8", "--k", "4", "--tol", "1e-3", "--repeats", "1",
+                    "--json", str(out)], check=True, env=env, capture_output=True, timeout=300)
+    rec = json.loads(out.read_text())
+    res = rec["results"]
+    assert set(res) == {"baseline", "projected[highest]", "topk", "exact"}
+    for name, r in res.items():
+        assert r["s_per_latent"] > 0 and r["forward_equivalents"] > 0
+        assert r["speedup_vs_baseline"] > 0
+        # float32 arithmetic against float64: log-volume agrees to float32 rounding, same ranks
+        assert r["max_abs_dlog_volume"] < 1e-3, (name, r)
+        assert r["magnet_pick_overlap"] == 1.0
+    assert res["baseline"]["speedup_vs_baseline"] == 1.0
+    assert rec["D"] == 3 * 8 * 8 and rec["d"] == 512
+    assert rec["parameters"]["res"] == 8 and "git_commit" in rec["provenance"]
