@@ -48,6 +48,22 @@ def test_nb00_histogram_of_extreme_rho_differs_from_plain(nb00):
     assert max(hist["sample"]) > max(hist["plain"])
 
 
+def test_nb00_opens_on_the_embedded_stylegan2_with_the_projected_estimator(output_dirs):
+    """Any generator load_generator accepts: the StyleGAN2, banked by the authors' estimator;
+    top-k stops before its structural zero singular value (J z = 0)."""
+    from magnet_lab import bank, sampling
+
+    res = reports.run_notebook("00", {"smoke": True, "seed": 0, "generator": "fmnist-stylegan2",
+                                      "method": "projected", "top_k": None,
+                                      "pr_results": str(output_dirs / "no-03-results.json")},
+                               out_dir=output_dirs / "reports-sg2")
+    vb = bank.VolumeBank.load(res["bank"]["path"])
+    assert vb.meta["generator_id"] == "fmnist-stylegan2"
+    assert vb.meta["identity"]["method"] == "projected" and len(vb) == 200
+    assert res["bank"]["top_k"] == sampling.all_top_k(vb.log_sv) < vb.rank
+    assert res["health"]["0"]["health"] == "ok" and res["attributes"] == "class"
+
+
 @pytest.fixture(scope="module")
 def nb01(output_dirs):
     return reports.run_notebook("01", {"smoke": True, "seed": 0}, out_dir=output_dirs / "reports")
