@@ -232,6 +232,22 @@ def test_chunking_does_not_change_results(method):
         torch.testing.assert_close(other, runs[0], atol=1e-12, rtol=0)
 
 
+def test_cpu_plan_caps_chunk_to_cache_sized_calls_but_not_below_four(monkeypatch):
+    """On a CPU the budget's chunk is capped so chunk·block·(bytes per direction) stays near
+    _CPU_CALL_BYTES (big vmapped calls ran ~2× slower), never below 4 latents; a given chunk
+    wins and results do not change (test_chunking_does_not_change_results)."""
+    from magnet_lab import spectra
+
+    net, z = _mlp(6, 20), _gaussian(64, 6, seed=13)
+    free = memory_plan(net, z)
+    assert free.chunk == 64  # the whole batch fits the budget
+    monkeypatch.setattr(spectra, "_CPU_CALL_BYTES", 40 * free.block * free.per_direction)
+    assert memory_plan(net, z).chunk == 40
+    monkeypatch.setattr(spectra, "_CPU_CALL_BYTES", 1)
+    assert memory_plan(net, z).chunk == spectra._CPU_MIN_CHUNK == 4
+    assert memory_plan(net, z, chunk=64).chunk == 64
+
+
 @pytest.mark.parametrize("D, d", [(20, 6), (4, 9)])
 def test_forward_and_reverse_jacobians_agree(D, d):
     net, z = _mlp(d, D), _gaussian(3, d, seed=14)
