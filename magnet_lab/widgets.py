@@ -31,6 +31,19 @@ def headless() -> bool:
     return os.environ.get("MAGNET_LAB_HEADLESS") == "1"
 
 
+def element(widget, name: str):
+    """The element of an explorer (or any ``ipywidgets`` box) tagged with the CSS class
+    ``magnet-<name>`` (``"rho"``, ``"grid"``, ``"ess"``, ``"save"``, ...), searched depth-first
+    through ``children``; None when there is none. For scripting the explorer and for tests."""
+    if f"magnet-{name}" in getattr(widget, "_dom_classes", ()):
+        return widget
+    for child in getattr(widget, "children", ()):
+        found = element(child, name)
+        if found is not None:
+            return found
+    return None
+
+
 def _png(fig) -> bytes:
     """A matplotlib ``Figure`` as PNG bytes (no pyplot, so nothing is shown twice)."""
     buf = io.BytesIO()

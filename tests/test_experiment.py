@@ -160,17 +160,6 @@ def test_predict_classes_is_argmax_of_logits():
                        clf(x.flatten(1)).argmax(1))
 
 
-def _find(widget, css_class):
-    """The descendant of an ipywidgets box carrying ``css_class``."""
-    if css_class in getattr(widget, "_dom_classes", ()):
-        return widget
-    for child in getattr(widget, "children", ()):
-        found = _find(child, css_class)
-        if found is not None:
-            return found
-    return None
-
-
 def test_polarity_explorer_builds_a_widget_and_redraws(tmp_path, monkeypatch):
     import matplotlib
 
@@ -178,12 +167,12 @@ def test_polarity_explorer_builds_a_widget_and_redraws(tmp_path, monkeypatch):
     vb = experiment.candidate_bank(TinyGen(), "tiny", 40, seed=0, directory=tmp_path)
     box = widgets.polarity_explorer(TinyGen(), vb, n=8)
     rho, psi, _ = box.children[0].children[0].children
-    before = _find(box, "magnet-grid").value
+    before = widgets.element(box, "grid").value
     rho.value = 1.5  # triggers a redraw through the observer; must not raise
     assert rho.description == "ρ" and psi.description == "ψ"
-    assert _find(box, "magnet-grid").value != before
+    assert widgets.element(box, "grid").value != before
     # no classifier for a one-channel generator: no histogram, and the explorer says why
-    assert "no attribute histogram" in _find(box, "magnet-notes").value
+    assert "no attribute histogram" in widgets.element(box, "notes").value
     monkeypatch.setenv("MAGNET_LAB_HEADLESS", "1")
     assert widgets.headless()
 

@@ -150,7 +150,7 @@ def test_explorer_save_button_writes_png_pdf_and_a_sidecar_with_knobs_and_bank(t
     monkeypatch.setenv("MAGNET_LAB_FIGURES_DIR", str(tmp_path))
     box = widgets.polarity_explorer(PatchGen(), _bank(), n=8, n_hist=32, seed=2,
                                     classifier=BrightnessClassifier(), generator_id="patch")
-    parts = {c: _find(box, f"magnet-{c}") for c in ("rho", "ess", "hist", "save", "status", "pr")}
+    parts = {c: widgets.element(box, c) for c in ("rho", "ess", "hist", "save", "status", "pr")}
     hist_before, ess_before = parts["hist"].value, parts["ess"].value
     parts["rho"].value = 2.0
     assert parts["hist"].value != hist_before and parts["ess"].value != ess_before
@@ -165,12 +165,3 @@ def test_explorer_save_button_writes_png_pdf_and_a_sidecar_with_knobs_and_bank(t
     assert parts["status"].value.startswith("saved ")
 
 
-def _find(widget, css_class):
-    """The descendant of an ipywidgets box carrying ``css_class``."""
-    if css_class in getattr(widget, "_dom_classes", ()):
-        return widget
-    for child in getattr(widget, "children", ()):
-        found = _find(child, css_class)
-        if found is not None:
-            return found
-    return None
