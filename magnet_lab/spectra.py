@@ -331,6 +331,10 @@ def _prepare(G: Generator, z: Tensor, method: str, k: int | None, proj_dim: int,
         per_chunk = lambda z_c, b: _log_sv(_projected_chunk(f, z_c, P, b, mode), eps)[:, :keep]
     else:
         b = min(KRYLOV_BLOCK, r)  # directions per Krylov step
+        if min(r, max_iter * b) < k:
+            raise ValueError(f"topk: max_iter={max_iter} Krylov steps of {b} directions cannot "
+                             f"hold k={k} directions; raise max_iter to at least "
+                             f"{math.ceil(k / b) + 1}")
         m_est = min(r, k + oversample + 2 * b)  # basis size at a typical stop
         gen = torch.Generator().manual_seed(seed)
         omega = torch.linalg.qr(torch.randn(d, b, generator=gen, dtype=torch.float64)).Q
@@ -670,7 +674,7 @@ def _topk_chunk(f: Generator, z_c: Tensor, k: int, omega: Tensor, block: int, to
         X = X - V @ (V.mT @ X)
         X = torch.linalg.qr(X[..., :min(X.shape[-1], r - m)]).Q
         X = torch.linalg.qr(X - V @ (V.mT @ X)).Q  # [a, d, b'] (a breakdown gives new directions)
-    out[active] = sv if sv.shape[1] == k else torch.nn.functional.pad(sv, (0, k - sv.shape[1]))
+    out[active] = sv  # [a, k]: _prepare made sure max_iter steps hold k directions
     return out, len(active)
 
 

@@ -315,6 +315,8 @@ def _blows_up_at_second(z):
      r"proj_dim must be an integer, got 8.0 \(float\)"),
     (_G, _Z, {"proj_dim": True}, TypeError, "proj_dim must be an integer, got True"),
     (_G, _Z, {"method": "topk", "k": 2, "max_iter": 2.5}, TypeError, "max_iter must be an int"),
+    (_mlp(40, 60), torch.zeros(2, 40, dtype=F64), {"method": "topk", "k": 20, "max_iter": 2},
+     ValueError, "cannot hold k=20"),
     (_G, _Z, {"method": "topk", "k": 2, "oversample": "3"}, TypeError, "oversample must be an"),
     (_G, _Z, {"method": "topk", "k": 2, "oversample": -1}, ValueError, "oversample must be >= 0"),
     (_G, _Z, {"k": 2.0}, TypeError, "k must be an integer, got 2.0"),
