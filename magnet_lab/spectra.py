@@ -334,7 +334,7 @@ def _prepare(G: Generator, z: Tensor, method: str, k: int | None, proj_dim: int,
         if min(r, max_iter * b) < k:
             raise ValueError(f"topk: max_iter={max_iter} Krylov steps of {b} directions cannot "
                              f"hold k={k} directions; raise max_iter to at least "
-                             f"{math.ceil(k / b) + 1}")
+                             f"{math.ceil(k / b)}")
         m_est = min(r, k + oversample + 2 * b)  # basis size at a typical stop
         gen = torch.Generator().manual_seed(seed)
         omega = torch.linalg.qr(torch.randn(d, b, generator=gen, dtype=torch.float64)).Q
