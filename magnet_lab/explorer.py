@@ -23,6 +23,17 @@ from . import attributes, bank, experiment, metrics, sampling
 from .models import generate
 
 HEALTH = ("ok", "thin", "low")  # ok; ESS below the draw size; ESS/N below LOW_ESS_FRACTION
+# images behind the attribute histogram per redraw: classes cost ~2 ms an image on a CPU core,
+# face attributes ~0.1 s (so 64 faces keep a redraw to seconds)
+HIST_SIZE = {"class": 512, "face": 64}
+
+
+def hist_size(kind: str) -> int:
+    """The default number of images behind the explorer's attribute histogram for attribute
+    ``kind`` ("class" or "face"; ``HIST_SIZE``). Raises ValueError for another kind."""
+    if kind not in HIST_SIZE:
+        raise ValueError(f"unknown attribute kind {kind!r}; expected one of {sorted(HIST_SIZE)}")
+    return HIST_SIZE[kind]
 
 
 @dataclass(frozen=True)

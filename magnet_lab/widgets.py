@@ -115,7 +115,8 @@ def pr_figure(frontier: dict[str, Any], point: dict[str, float] | None, n: int):
     return fig
 
 
-def polarity_explorer(G: torch.nn.Module, vb: bank.VolumeBank, *, n: int = 32, n_hist: int = 512,
+def polarity_explorer(G: torch.nn.Module, vb: bank.VolumeBank, *, n: int = 32,
+                      n_hist: int | None = None,
                       seed: int = 0, top_k: int | None = None,
                       rho_range: tuple[float, float] = (-3.0, 3.0),
                       psi_range: tuple[float, float] = (0.3, 1.0),
@@ -126,7 +127,8 @@ def polarity_explorer(G: torch.nn.Module, vb: bank.VolumeBank, *, n: int = 32, n
     """The explorer: an ``ipywidgets`` box showing ``n`` samples of ``vb``'s candidates for the
     knobs (ρ, ψ, top-k, % MaGNET, replacement, seed; ``explorer.Knobs``) with the weights'
     health (ESS/N and distinct latents, coloured and labelled when "thin" or "low"), the
-    attribute histogram of ``n_hist`` samples against plain sampling (``classifier`` needed for
+    attribute histogram of ``n_hist`` samples (None: ``explorer.hist_size`` of the attribute
+    kind, 512 for classes, 64 for faces) against plain sampling (``classifier`` needed for
     ``attributes`` "class"; none drawn, with a note, without it), and notebook 03's
     precision–recall plane read from ``pr_results`` with this draw on it (its point needs
     ``real_feats`` ``[N, F]`` in ``classifier``'s feature space; a note when either is missing).
@@ -137,6 +139,9 @@ def polarity_explorer(G: torch.nn.Module, vb: bank.VolumeBank, *, n: int = 32, n
     import ipywidgets as w
 
     all_k = sampling.all_top_k(vb.log_sv) or vb.rank
+    if n_hist is None:
+        from .attributes import attribute_kind
+        n_hist = explorer.hist_size(attribute_kind(attributes, generate(G, vb.latents[:1])))
     generator_id = generator_id or vb.meta.get("generator_id", "generator")
     frontier = explorer.pr_frontier(pr_results)
 

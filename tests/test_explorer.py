@@ -165,3 +165,9 @@ def test_explorer_save_button_writes_png_pdf_and_a_sidecar_with_knobs_and_bank(t
     assert parts["status"].value.startswith("saved ")
 
 
+
+
+def test_hist_size_keeps_face_redraws_short_and_refuses_unknown_kinds():
+    assert explorer.hist_size("class") == 512 and explorer.hist_size("face") == 64
+    with pytest.raises(ValueError, match="unknown attribute kind"):
+        explorer.hist_size("colour")

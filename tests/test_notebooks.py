@@ -62,6 +62,7 @@ def test_nb00_opens_on_the_embedded_stylegan2_with_the_projected_estimator(outpu
     assert vb.meta["identity"]["method"] == "projected" and len(vb) == 200
     assert res["bank"]["top_k"] == sampling.all_top_k(vb.log_sv) < vb.rank
     assert res["health"]["0"]["health"] == "ok" and res["attributes"] == "class"
+    assert res["n_hist"] == 128  # smoke's size, recorded
 
 
 @pytest.fixture(scope="module")
