@@ -46,6 +46,7 @@ import hashlib
 import inspect
 import json
 import math
+import os
 import re
 import warnings
 import zipfile
@@ -506,7 +507,7 @@ def build(G: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor,
           labels: torch.Tensor | None = None, worker: tuple[int, int] | None = None,
           latent_law: dict | None = None, fingerprint: str | None = None,
           generator_options: dict | None = None, cache_root: str | Path | None = None,
-          **spectra_kwargs: Any) -> VolumeBank:
+          progress: bool = False, **spectra_kwargs: Any) -> VolumeBank:
     """Build (or resume) a sharded bank in directory ``path`` (None: ``default_path(identity,
     generator_id, cache_root)``): z
     ``[N, d]`` is split into shards of ``shard_size`` rows; each shard missing on disk gets
@@ -521,7 +522,9 @@ def build(G: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor,
     call's shards left by a killed write are removed. Scale-out: ``worker=(i, n)`` makes this
     call own shards i, i+n, ... only (``worker_shards``; run n processes on the same z and path,
     then ``VolumeBank.load(path)``); it returns the merge of its own shards, whose meta lists the
-    recomputed ones under ``shards_computed``. Raises TypeError for unknown spectra arguments,
+    recomputed ones under ``shards_computed``. ``progress`` shows a bar over this call's latents,
+    advanced shard by shard (``MAGNET_LAB_PROGRESS=0`` silences it). Raises TypeError for
+    unknown spectra arguments,
     ValueError for bad inputs, a worker that owns no shard, a mismatching or foreign shard in
     ``path``."""
     from . import spectra  # lazy: building needs the generator machinery, loading does not
@@ -561,12 +564,17 @@ def build(G: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor,
                              "directory or delete the old shards")
     _remove_orphans(out_dir, {names[i] for i in mine})
 
+    from tqdm.auto import tqdm
+
     z_cpu = z.detach().to("cpu")
     prov = None
     shards: list[VolumeBank] = []
     computed: list[int] = []
-    for i in mine:
-        lo, hi = i * shard_size, min(n, (i + 1) * shard_size)
+    ranges = [(i * shard_size, min(n, (i + 1) * shard_size)) for i in mine]
+    bar = tqdm(total=sum(hi - lo for lo, hi in ranges), desc=f"bank {generator_id}",
+               unit="latent",  # the env switch silences bars in reports, as in spectra
+               disable=not progress or os.environ.get("MAGNET_LAB_PROGRESS", "1") == "0")
+    for i, (lo, hi) in zip(mine, ranges):
         want = {"latents": z_cpu[lo:hi].clone(),
                 "seeds": None if seeds is None else seeds[lo:hi].cpu().clone(),
                 "labels": None if labels is None else labels[lo:hi].cpu().clone()}
@@ -589,6 +597,8 @@ def build(G: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor,
             bank.save(file)
             computed.append(i)
         shards.append(bank)
+        bar.update(hi - lo)  # a shard found on disk is only verified: the bar jumps
+    bar.close()
     merged = VolumeBank.merge(shards)
     merged.meta["shards_computed"] = computed
     merged.meta["path"] = str(out_dir)

@@ -10,7 +10,6 @@ bootstrap CIs.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -32,29 +31,18 @@ def candidate_bank(G: torch.nn.Module, generator_id: str, n: int, *, seed: int,
     reused exactly when the bank identity (weights fingerprint, latents, every spectra option,
     dtype, device) is the same, and resumed when interrupted. ``k`` is the number of singular
     values computed (None: all); ``top_k`` for the weights is chosen later, per sampler.
-    ``progress`` shows a bar over the latents, advanced shard by shard (each shard built by its
-    own ``bank.build(worker=(i, n_shards))`` call, the scale-out path, so the bank and its identity
-    are the same as without it; ``MAGNET_LAB_PROGRESS=0`` turns it off). Returns the merged
-    ``VolumeBank``."""
+    ``progress`` shows ``bank.build``'s bar over the latents, advanced shard by shard (speed
+    output only: the bank and its identity are the same without it; ``MAGNET_LAB_PROGRESS=0``
+    turns it off). Returns the merged ``VolumeBank``."""
     param = next(G.parameters())
     if latents is None:
         z, law = sampling.gaussian_latents(n, G.z_dim, seed=seed), {"law": "gaussian", "seed": seed}
     else:
         z, law = latents, None
     z = z.to(param.device, param.dtype)
-    if progress and os.environ.get("MAGNET_LAB_PROGRESS", "1") != "0":
-        from tqdm.auto import tqdm
-
-        n_shards = math.ceil(z.shape[0] / shard_size)
-        with tqdm(total=z.shape[0], desc=f"bank {generator_id}", unit="latent") as bar:
-            for i in range(n_shards):  # a cached shard is only verified: the bar jumps
-                bank.build(G, z, generator_id=generator_id, shard_size=shard_size,
-                           latent_law=law, cache_root=directory, method=method, k=k,
-                           proj_dim=proj_dim, seed=seed, worker=(i, n_shards), **spectra_kwargs)
-                bar.update(min(shard_size, z.shape[0] - i * shard_size))
     return bank.build(G, z, generator_id=generator_id, shard_size=shard_size, latent_law=law,
                       cache_root=directory, method=method, k=k, proj_dim=proj_dim, seed=seed,
-                      **spectra_kwargs)
+                      progress=progress, **spectra_kwargs)
 
 
 def polarity_log_weights(vb: bank.VolumeBank, rho: float, *, top_k: int | None = None,

@@ -177,7 +177,7 @@ def test_polarity_explorer_builds_a_widget_and_redraws(tmp_path, monkeypatch):
     assert widgets.headless()
 
 
-def test_candidate_bank_with_progress_is_the_same_bank_built_shard_by_shard(tmp_path, monkeypatch):
+def test_candidate_bank_with_progress_is_the_same_bank(tmp_path, monkeypatch):
     monkeypatch.setenv("MAGNET_LAB_PROGRESS", "1")
     shown = experiment.candidate_bank(TinyGen(), "tiny", 40, seed=0, shard_size=16,
                                       directory=tmp_path / "a", progress=True)
