@@ -15,9 +15,10 @@ the D x d Jacobian; MaGNET/Polarity weights are built from its singular values, 
 * ``topk``      block Lanczos on JᵀJ in latent space (Golub & Underwood 1977; randomized block
                 Krylov, Musco & Musco 2015) from a seeded Gaussian block of ``KRYLOV_BLOCK``
                 directions, fully reorthogonalised: each step costs 8 JVPs + 8 VJPs, the Ritz
-                values come from an m × m matrix, J is never formed. Where the old block subspace
-                iteration needed ≥ 160 products for k = 30 and settled slowly on flat spectra,
-                this reaches 1e-7 in ~130-180 (``benchmarks/bench_stylegan2.py``). σ below
+                values come from an m × m matrix, J is never formed. The block subspace
+                iteration it replaced could not stop before 160 products for k = 30 and settled
+                slowly on flat spectra; this took 112-192 products for the top 30 to 1e-6 on
+                linear maps with known spectra (tests/test_spectra.py). σ below
                 about sqrt(eps)·σ_max are not resolved (Ritz values of JᵀJ): use ``exact`` or
                 ``projected`` for rank-deficient tails.
 
