@@ -11,12 +11,13 @@ One process, the same latents ``z`` and the same projection P [proj_dim, D] for 
                 .jacobian`` of z ↦ Σ_batch P·vec(G(z)) (proj_dim backward passes for the whole
                 batch, batch samples being independent), then the SVD of each P·J.
 * ``projected`` ``spectra.log_singular_values(method="projected")`` at each precision asked.
-* ``topk``      ``method="topk"`` with k = ``--k`` (σ(J) itself, not σ(P·J)).
+* ``topk``      ``method="topk"`` with k = ``--k`` (σ(J) itself, not σ(P·J)), at each ``--tol``.
 * ``exact``     the full J, where J fits in ``--exact-mib``.
 
 Cost does not depend on the weights, so random ones time the real thing. Each method gets one
-warm-up call (which also pays the cached P), then the best of ``--repeats``; reported per method:
-seconds per latent, forward-pass equivalents (÷ the forward time per latent), the ratio to the
+warm-up call (which also pays the cached P and counts the method's JVP/VJP products per latent),
+then the best of ``--repeats``; reported per method: seconds per latent, products per latent,
+forward-pass equivalents (÷ the forward time per latent), the ratio to the
 baseline (the result; absolute seconds are information), peak memory (CUDA: allocator peak;
 CPU: ``memory_plan``'s estimate), and accuracy against a float64 reference of the same quantity
 computed on the same device: the error of the top-``--k`` log-volume Σ_{i≤k} log σ_i (max
@@ -28,6 +29,7 @@ in float64; of ``topk``, ``exact`` in float64 where it fits, else ``topk`` in fl
 from __future__ import annotations
 
 import argparse
+import contextlib
 import platform
 import time
 
@@ -45,9 +47,8 @@ def _sync(device: str) -> None:
 
 
 def _timed(fn, device: str, repeats: int) -> tuple[float, torch.Tensor, float | None]:
-    """(best seconds over ``repeats`` after one warm-up, last output, CUDA peak MiB or None)."""
-    out = fn()
-    best = float("inf")
+    """(best seconds over ``repeats``, last output, CUDA peak MiB or None); the caller warms up."""
+    best, out = float("inf"), None
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
@@ -59,6 +60,29 @@ def _timed(fn, device: str, repeats: int) -> tuple[float, torch.Tensor, float | 
         best = min(best, time.perf_counter() - t0)
     peak = (torch.cuda.max_memory_allocated() - base) / 2**20 if device == "cuda" else None
     return best, out, peak
+
+
+@contextlib.contextmanager
+def _counting_products():
+    """Count the JVP and VJP rows (directions × latents) ``spectra`` evaluates inside the block:
+    yields a one-element list holding the running count."""
+    count = [0]
+    jvps, vjps = spectra._jvps, spectra._vjps
+
+    def counted_jvps(f, z_c, tangent, n, block):
+        count[0] += n * len(z_c)
+        return jvps(f, z_c, tangent, n, block)
+
+    def counted_vjps(vjp_fn, cotangent, n, block):
+        out = vjps(vjp_fn, cotangent, n, block)  # [n, c, d]
+        count[0] += n * out.shape[1]
+        return out
+
+    spectra._jvps, spectra._vjps = counted_jvps, counted_vjps
+    try:
+        yield count
+    finally:
+        spectra._jvps, spectra._vjps = jvps, vjps
 
 
 def baseline_log_sv(G: torch.nn.Module, z: torch.Tensor, P: torch.Tensor) -> torch.Tensor:
@@ -94,7 +118,8 @@ def main() -> None:
     ap.add_argument("--latents", type=int, default=4, help="latents per timed call")
     ap.add_argument("--proj-dim", type=int, default=128)
     ap.add_argument("--k", type=int, default=30, help="top-k singular values (log-volume)")
-    ap.add_argument("--tol", type=float, default=1e-3, help="topk's tolerance")
+    ap.add_argument("--tol", default="0.1,1e-3",
+                    help="comma list of topk tolerances, one topk run each")
     ap.add_argument("--precisions", default=None,
                     help="comma list of spectra.PRECISIONS for projected (default: highest on "
                          "CPU, where bf16 autocast is slower; highest,tf32,bf16 on CUDA)")
@@ -141,6 +166,7 @@ def main() -> None:
           f"(topk reference: {'exact' if exact_fits else 'topk tol 1e-9'})")
 
     with torch.no_grad(), spectra._precision_flags("highest"):
+        G(z)  # warm-up
         fwd_s, _, _ = _timed(lambda: G(z), dev, args.repeats)
     fwd = fwd_s / len(z)
     runs: dict[str, tuple] = {}
@@ -150,9 +176,11 @@ def main() -> None:
         runs[f"projected[{prec}]"] = (lambda p=prec: spectra.log_singular_values(
             G, z, method="projected", proj_dim=args.proj_dim, precision=p, **common),
             ref_proj, prec)
-    if "topk" in methods:
-        runs["topk"] = (lambda: spectra.log_singular_values(
-            G, z, method="topk", k=args.k, tol=args.tol, **common), ref_top, "highest")
+    tols = [float(t) for t in args.tol.split(",")]
+    for tol in tols if "topk" in methods else []:
+        runs["topk" if len(tols) == 1 else f"topk[tol={tol:g}]"] = (
+            lambda t=tol: spectra.log_singular_values(G, z, method="topk", k=args.k, tol=t,
+                                                      **common), ref_top, "highest")
     if "exact" in methods and exact_fits:
         runs["exact"] = (lambda: spectra.log_singular_values(G, z, method="exact", **common),
                          ref_top, "highest")
@@ -161,25 +189,30 @@ def main() -> None:
     for name, (fn, ref, prec) in runs.items():
         flags = "highest" if name == "baseline" else prec  # the baseline runs without TF32 too
         with spectra._precision_flags(flags):
+            with _counting_products() as count:
+                fn()  # warm-up: pays the cached P, counts the products
             seconds, lsv, peak = _timed(fn, dev, args.repeats)
         per = seconds / len(z)
-        res = {"s_per_latent": per, "forward_equivalents": per / fwd, "peak_mib": peak,
+        products = args.proj_dim if name == "baseline" else count[0] / len(z)
+        res = {"s_per_latent": per, "products_per_latent": products,
+               "forward_equivalents": per / fwd, "peak_mib": peak,
                **_accuracy(lsv, ref, args.k, args.seed)}
         if name.startswith(("projected", "topk", "exact")):
-            kw = dict(method=name.split("[")[0], k=args.k if name == "topk" else None,
+            kw = dict(method=name.split("[")[0], k=args.k if name.startswith("topk") else None,
                       proj_dim=args.proj_dim, precision=prec, seed=args.seed)
             plan = spectra.memory_plan(G, z, **kw)
             res.update(chunk=plan.chunk, block=plan.block, estimate_mib=plan.estimate / 2**20)
         results[name] = res
     base = results.get("baseline", {}).get("s_per_latent")
     print(f"forward: {fwd:.4g} s per latent")
-    print(f"{'method':<20} {'s/latent':>9} {'fwd-eq':>7} {'÷ baseline':>10} "
+    print(f"{'method':<20} {'s/latent':>9} {'products':>8} {'fwd-eq':>7} {'÷ baseline':>10} "
           f"{'|Δ logvol|':>10} {'rel':>8} {'spearman':>8} {'picks':>6} {'peak MiB':>9}")
     for name, r in results.items():
         r["speedup_vs_baseline"] = base / r["s_per_latent"] if base else None
         peak = r["peak_mib"] if r["peak_mib"] is not None else r.get("estimate_mib", float("nan"))
         sp = f"{r['speedup_vs_baseline']:>9.2f}×" if base else f"{'-':>10}"
-        print(f"{name:<20} {r['s_per_latent']:>9.4g} {r['forward_equivalents']:>7.1f} {sp} "
+        print(f"{name:<20} {r['s_per_latent']:>9.4g} {r['products_per_latent']:>8.0f} "
+              f"{r['forward_equivalents']:>7.1f} {sp} "
               f"{r['max_abs_dlog_volume']:>10.2e} {r['max_rel_dlog_volume']:>8.1e} "
               f"{r['spearman_log_volume']:>8.3f} {r['magnet_pick_overlap']:>6.2f} {peak:>9.1f}")
     print("(÷ baseline: how many times faster than the baseline in this process; peak MiB on CPU "

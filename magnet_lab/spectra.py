@@ -34,10 +34,13 @@ dense arrays (P, J or Q, the outputs) this sizes ``block`` (all directions when 
 then ``chunk`` so that the estimate times ``_SLACK`` (allocator overhead and kernel workspaces
 the probe cannot see, calibrated against peak RSS) fits; on a CPU ``chunk`` is then capped so
 that one vmapped call's rows hold about ``_CPU_CALL_BYTES`` (128 MiB; at least 4 latents):
-bigger calls ran about 2× slower there. A given ``chunk``/``block`` wins. If a
-chunk still runs out of memory (CUDA OOM, ``MemoryError``, "can't allocate memory"), block and
-then chunk are halved and that chunk is retried, with one warning naming the sizes; on Linux CPU
-an overcommitted process may be killed instead of raising, which is why the budget comes first.
+bigger calls ran about 2× slower there; in reverse mode the block is then capped to
+``_CPU_VJP_CALL_BYTES`` of rows (32 MiB; block 1 is a plain VJP), where StyleGAN2's vmapped
+128-direction VJP ran at 0.4-0.6× the speed of a loop of backward passes. A given
+``chunk``/``block`` wins. If a chunk still runs out of memory (CUDA OOM, ``MemoryError``,
+"can't allocate memory"), block and then chunk are halved and that chunk is retried, with one
+warning naming the sizes; on Linux CPU an overcommitted process may be killed instead of
+raising, which is why the budget comes first.
 G must treat batch samples independently (eval mode) and be deterministic (fixed noise).
 Precision: float64 is the reference (on CUDA it equals the CPU to ~1e-14). float32 with
 ``precision="highest"`` (the default) is float32 arithmetic: TF32 is switched off for the call,
@@ -86,7 +89,16 @@ KRYLOV_BLOCK = 8  # topk: directions added to the Krylov basis per step (2·8 pr
 # below _CPU_MIN_CHUNK latents: per-chunk overheads). Measured on 2 cores, same process, best of
 # 2: the embedded DCGAN (exact, 32 JVPs) 0.0146 s/latent at chunk 8 vs 0.0299 at the budget's 86;
 # the embedded StyleGAN2 (projected by 32 JVPs) 0.071 s/latent at chunk 4 vs 0.138 at 40.
+# Reverse mode (VJPs reuse one saved forward per chunk) wants smaller calls still, so there the
+# block is then capped to _CPU_VJP_CALL_BYTES of rows (down to plain VJPs without vmap). Measured
+# on 2 cores, best of 3-4 interleaved rounds, projected by 128 VJPs of a StyleGAN2 (channel_base
+# 8192, max 128), 4 latents a chunk, s/latent against torch.autograd.functional.jacobian in the
+# same process: at 32² block 4-8 (24-49 MiB of rows) 1.19× the baseline, 16 (98 MiB) 0.93×,
+# 128 (784 MiB) 0.56×; at 64² block 1 (24 MiB) 0.91× (through vmap; the plain loop is the
+# baseline's), 2 (49 MiB) 0.65×, 128 0.41×, this rule's chunk 1 × block 5 0.97×. Forward mode recomputes the primal in every call and
+# was fastest at 128 MiB (embedded DCGAN exact, embedded StyleGAN2 projected by 32 JVPs).
 _CPU_CALL_BYTES = 128 << 20
+_CPU_VJP_CALL_BYTES = 32 << 20
 _CPU_MIN_CHUNK = 4
 _P_CACHE: dict[tuple, Tensor] = {}  # projection_matrix's cache, least recently used first
 _P_CACHE_SIZE = 2
@@ -446,10 +458,13 @@ def _size(name: str, value: int | None, n: int) -> int | None:
 def _plan(f: Generator, z: Tensor, n_dir: int, chunk: int | None, block: int | None,
           memory: int | None, fixed: int, dense: int, products: tuple[str, ...]) -> MemoryPlan:
     """Sizes for n_dir directions per latent: the user's, else block first (all directions if one
-    latent's fit), then chunk, the largest whose estimate (``MemoryPlan``) fits the budget."""
+    latent's fit), then chunk, the largest whose estimate (``MemoryPlan``) fits the budget; on a
+    CPU then capped to cache-sized calls (``_CPU_CALL_BYTES``; reverse mode ``_CPU_VJP_CALL_BYTES``
+    on the block, a power of 2)."""
     chunk, block = _size("chunk", chunk, len(z)), _size("block", block, n_dir)
     if chunk is not None and block is not None:
         return MemoryPlan(chunk, block, 0, fixed, dense, 0)
+    free_block = block is None
     budget = memory_budget(z.device, memory)
     held, item = _probe(f, z[:1], min(n_dir, _PROBE_DIRECTIONS), products)
     latent, item = held + dense, max(item, 1)
@@ -461,6 +476,9 @@ def _plan(f: Generator, z: Tensor, n_dir: int, chunk: int | None, block: int | N
         chunk = max(1, min(len(z), int(avail // (latent + block * item))))
         if z.device.type == "cpu":  # big vmapped calls are slower on a CPU (_CPU_CALL_BYTES)
             chunk = min(chunk, max(_CPU_MIN_CHUNK, _CPU_CALL_BYTES // (block * item)))
+    if free_block and z.device.type == "cpu" and products == ("vjp",):
+        cap = max(1, _CPU_VJP_CALL_BYTES // (chunk * item))  # down to 1: plain VJPs
+        block = min(block, 1 << (cap.bit_length() - 1))  # a power of 2 (5 ran 15 % slower than 4)
     plan = MemoryPlan(chunk, block, budget, fixed, latent, item)
     if plan.estimate > budget:
         warnings.warn(f"spectra: estimated peak {plan.estimate / 2**20:.0f} MiB with chunk={chunk}, "
@@ -575,15 +593,18 @@ def _over_chunks(G: Generator, z: Tensor, plan: MemoryPlan, progress: bool | Non
 
 def _jvps(f: Generator, z_c: Tensor, tangent: Callable[[int, int], Tensor], n: int,
           block: int) -> Tensor:
-    """J·v for n directions, ``block`` vmapped at once: [n, c, D]; tangent(s, e): [e-s, c, d]."""
-    push = vmap(lambda v: jvp(f, (z_c,), (v,))[1])
+    """J·v for n directions, ``block`` vmapped at once (1: plain JVPs, no vmap): [n, c, D];
+    tangent(s, e): [e-s, c, d]."""
+    push = (vmap(lambda v: jvp(f, (z_c,), (v,))[1]) if block > 1
+            else lambda v: jvp(f, (z_c,), (v[0],))[1][None])
     return torch.cat([push(tangent(s, min(s + block, n))) for s in range(0, n, block)])
 
 
 def _vjps(vjp_fn: Callable, cotangent: Callable[[int, int], Tensor], n: int,
           block: int) -> Tensor:
-    """uᵀ·J for n directions, ``block`` vmapped at once: [n, c, d]; cotangent(s, e): [e-s, c, D]."""
-    pull = vmap(lambda u: vjp_fn(u)[0])
+    """uᵀ·J for n directions, ``block`` vmapped at once (1: plain VJPs, no vmap): [n, c, d];
+    cotangent(s, e): [e-s, c, D]."""
+    pull = vmap(lambda u: vjp_fn(u)[0]) if block > 1 else lambda u: vjp_fn(u[0])[0][None]
     return torch.cat([pull(cotangent(s, min(s + block, n))) for s in range(0, n, block)])
 
 

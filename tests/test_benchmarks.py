@@ -24,6 +24,14 @@ def test_stylegan2_benchmark_methods_agree_with_their_float64_references(tmp_pat
     rec = json.loads(out.read_text())
     res = rec["results"]
     assert set(res) == {"baseline", "projected[highest]", "topk", "exact"}
+    # products per latent: one VJP per row of P (d = 512 > proj_dim); exact by D = 192 VJPs
+    # (D < d); topk in steps of 8 JVPs + 8 VJPs, at least 2 steps for
+    # k + oversample = 14 directions (3 latents)
+    assert res["baseline"]["products_per_latent"] == 8
+    assert res["projected[highest]"]["products_per_latent"] == 8
+    assert res["exact"]["products_per_latent"] == 192
+    n_topk = round(res["topk"]["products_per_latent"] * 3)
+    assert n_topk % 16 == 0 and n_topk >= 3 * 32
     for name, r in res.items():
         assert r["s_per_latent"] > 0 and r["forward_equivalents"] > 0
         assert r["speedup_vs_baseline"] > 0
