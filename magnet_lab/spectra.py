@@ -33,7 +33,7 @@ this gives G's bytes held per latent (saved forward activations) and per (latent
 dense arrays (P, J or Q, the outputs) this sizes ``block`` (all directions when they fit) and
 then ``chunk`` so that the estimate times ``_SLACK`` (allocator overhead and kernel workspaces
 the probe cannot see, calibrated against peak RSS) fits; on a CPU ``chunk`` is then capped so
-that one vmapped call's rows hold about ``_CPU_CALL_BYTES`` (128 MiB; at least 4 latents):
+that one vmapped call's rows hold about ``_CPU_CALL_BYTES`` (128 MiB; at least 1 latent):
 bigger calls ran about 2× slower there; in reverse mode the block is then capped to
 ``_CPU_VJP_CALL_BYTES`` of rows (32 MiB; block 1 is a plain VJP), where StyleGAN2's vmapped
 128-direction VJP ran at 0.4-0.6× the speed of a loop of backward passes. A given
@@ -85,10 +85,11 @@ _SLACK = 1.5  # peak RSS / probed live-tensor bytes: allocator slack, kernel wor
 _PROBE_DIRECTIONS = 4  # directions vmapped in the probe (per-direction cost settles by 4)
 KRYLOV_BLOCK = 8  # topk: directions added to the Krylov basis per step (2·8 products a step)
 # On a CPU a vmapped JVP/VJP call over chunk × block (latent × direction) rows is fastest when
-# the rows' probed bytes stay near cache-sized work, so the budget's chunk is capped there (never
-# below _CPU_MIN_CHUNK latents: per-chunk overheads). Measured on 2 cores, same process, best of
-# 2: the embedded DCGAN (exact, 32 JVPs) 0.0146 s/latent at chunk 8 vs 0.0299 at the budget's 86;
-# the embedded StyleGAN2 (projected by 32 JVPs) 0.071 s/latent at chunk 4 vs 0.138 at 40.
+# the rows' probed bytes stay near cache-sized work, so the budget's chunk is capped there (down
+# to 1 latent). Measured on 2 cores, same process, best of 2: the embedded DCGAN (exact, 32 JVPs)
+# 0.0146 s/latent at chunk 8 vs 0.0299 at the budget's 86; the embedded StyleGAN2 (projected by
+# 32 JVPs) 0.071 s/latent at chunk 4 vs 0.138 at 40; topk k=30 on a 64² StyleGAN2 (below), 8
+# directions a call, 3.2 s/latent at chunk 1 (111 MB of rows) vs 4.9 at the old floor of 4.
 # Reverse mode (VJPs reuse one saved forward per chunk) wants smaller calls still, so there the
 # block is then capped to _CPU_VJP_CALL_BYTES of rows (down to plain VJPs without vmap). Measured
 # on 2 cores, best of 3-4 interleaved rounds, projected by 128 VJPs of a StyleGAN2 (channel_base
@@ -99,7 +100,6 @@ KRYLOV_BLOCK = 8  # topk: directions added to the Krylov basis per step (2·8 pr
 # was fastest at 128 MiB (embedded DCGAN exact, embedded StyleGAN2 projected by 32 JVPs).
 _CPU_CALL_BYTES = 128 << 20
 _CPU_VJP_CALL_BYTES = 32 << 20
-_CPU_MIN_CHUNK = 4
 _P_CACHE: dict[tuple, Tensor] = {}  # projection_matrix's cache, least recently used first
 _P_CACHE_SIZE = 2
 
@@ -475,7 +475,7 @@ def _plan(f: Generator, z: Tensor, n_dir: int, chunk: int | None, block: int | N
     if chunk is None:
         chunk = max(1, min(len(z), int(avail // (latent + block * item))))
         if z.device.type == "cpu":  # big vmapped calls are slower on a CPU (_CPU_CALL_BYTES)
-            chunk = min(chunk, max(_CPU_MIN_CHUNK, _CPU_CALL_BYTES // (block * item)))
+            chunk = min(chunk, max(1, _CPU_CALL_BYTES // (block * item)))
     if free_block and z.device.type == "cpu" and products == ("vjp",):
         cap = max(1, _CPU_VJP_CALL_BYTES // (chunk * item))  # down to 1: plain VJPs
         block = min(block, 1 << (cap.bit_length() - 1))  # a power of 2 (5 ran 15 % slower than 4)

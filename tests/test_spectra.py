@@ -232,10 +232,10 @@ def test_chunking_does_not_change_results(method):
         torch.testing.assert_close(other, runs[0], atol=1e-12, rtol=0)
 
 
-def test_cpu_plan_caps_chunk_to_cache_sized_calls_but_not_below_four(monkeypatch):
+def test_cpu_plan_caps_chunk_to_cache_sized_calls(monkeypatch):
     """On a CPU the budget's chunk is capped so chunk·block·(bytes per direction) stays near
-    _CPU_CALL_BYTES (big vmapped calls ran ~2× slower), never below 4 latents; a given chunk
-    wins and results do not change (test_chunking_does_not_change_results)."""
+    _CPU_CALL_BYTES (big vmapped calls ran ~2× slower), down to 1 latent; a given chunk wins and
+    results do not change (test_chunking_does_not_change_results)."""
     from magnet_lab import spectra
 
     net, z = _mlp(6, 20), _gaussian(64, 6, seed=13)
@@ -244,7 +244,7 @@ def test_cpu_plan_caps_chunk_to_cache_sized_calls_but_not_below_four(monkeypatch
     monkeypatch.setattr(spectra, "_CPU_CALL_BYTES", 40 * free.block * free.per_direction)
     assert memory_plan(net, z).chunk == 40
     monkeypatch.setattr(spectra, "_CPU_CALL_BYTES", 1)
-    assert memory_plan(net, z).chunk == spectra._CPU_MIN_CHUNK == 4
+    assert memory_plan(net, z).chunk == 1
     assert memory_plan(net, z, chunk=64).chunk == 64
 
 
