@@ -34,9 +34,10 @@ dense arrays (P, J or Q, the outputs) this sizes ``block`` (all directions when 
 then ``chunk`` so that the estimate times ``_SLACK`` (allocator overhead and kernel workspaces
 the probe cannot see, calibrated against peak RSS) fits; on a CPU ``chunk`` is then capped so
 that one vmapped call's rows hold about ``_CPU_CALL_BYTES`` (128 MiB; at least 1 latent):
-bigger calls ran about 2× slower there; in reverse mode the block is then capped to
-``_CPU_VJP_CALL_BYTES`` of rows (32 MiB; block 1 is a plain VJP), where StyleGAN2's vmapped
-128-direction VJP ran at 0.4-0.6× the speed of a loop of backward passes. A given
+bigger calls ran about 2× slower there; in reverse mode with big rows (≥ 1 MiB a direction:
+conv generators) it runs plain VJPs, block 1 without vmap, over chunks of
+``_CPU_VJP_CALL_BYTES`` of rows (16 MiB), where StyleGAN2's vmapped 128-direction VJP ran at
+0.4-0.6× the speed of a loop of backward passes. A given
 ``chunk``/``block`` wins. If a chunk still runs out of memory (CUDA OOM, ``MemoryError``,
 "can't allocate memory"), block and then chunk are halved and that chunk is retried, with one
 warning naming the sizes; on Linux CPU an overcommitted process may be killed instead of
@@ -90,16 +91,20 @@ KRYLOV_BLOCK = 8  # topk: directions added to the Krylov basis per step (2·8 pr
 # 0.0146 s/latent at chunk 8 vs 0.0299 at the budget's 86; the embedded StyleGAN2 (projected by
 # 32 JVPs) 0.071 s/latent at chunk 4 vs 0.138 at 40; topk k=30 on a 64² StyleGAN2 (below), 8
 # directions a call, 3.2 s/latent at chunk 1 (111 MB of rows) vs 4.9 at the old floor of 4.
-# Reverse mode (VJPs reuse one saved forward per chunk) wants smaller calls still, so there the
-# block is then capped to _CPU_VJP_CALL_BYTES of rows (down to plain VJPs without vmap). Measured
-# on 2 cores, best of 3-4 interleaved rounds, projected by 128 VJPs of a StyleGAN2 (channel_base
-# 8192, max 128), 4 latents a chunk, s/latent against torch.autograd.functional.jacobian in the
-# same process: at 32² block 4-8 (24-49 MiB of rows) 1.19× the baseline, 16 (98 MiB) 0.93×,
-# 128 (784 MiB) 0.56×; at 64² block 1 (24 MiB) 0.91× (through vmap; the plain loop is the
-# baseline's), 2 (49 MiB) 0.65×, 128 0.41×, this rule's chunk 1 × block 5 0.97×. Forward mode recomputes the primal in every call and
-# was fastest at 128 MiB (embedded DCGAN exact, embedded StyleGAN2 projected by 32 JVPs).
+# Reverse mode with big rows (one latent's VJP activations >= _CPU_PLAIN_VJP_BYTES: conv
+# generators, where per-call overheads are negligible) runs plain VJPs without vmap, chunk latents
+# a pass, chunk capped to _CPU_VJP_CALL_BYTES of rows. Measured on 2 cores, best of 2-4
+# interleaved rounds, projected by 128 VJPs of a StyleGAN2 (channel_base 8192, max 128), 4
+# latents, s/latent ÷ torch.autograd.functional.jacobian's in the same process: vmapping all
+# 128 directions 0.56× (32²) and 0.41× (64²); vmapped blocks of 4-16 directions 0.75-0.89× in
+# the latest runs (1.1-1.2× in an earlier one); plain VJPs over 8 latents (12 MiB) 1.00× at 32²
+# and over 2 latents (12 MiB) 1.12× at 64², 4 latents (24 MiB) 0.98-1.03×. Small rows keep the
+# vmapped path, which amortises per-call overheads. Forward mode recomputes the primal in every
+# call and was fastest at 128 MiB (embedded DCGAN exact, embedded StyleGAN2 projected by 32 JVPs;
+# 16-64 MiB were slower).
 _CPU_CALL_BYTES = 128 << 20
-_CPU_VJP_CALL_BYTES = 32 << 20
+_CPU_PLAIN_VJP_BYTES = 1 << 20
+_CPU_VJP_CALL_BYTES = 16 << 20
 _P_CACHE: dict[tuple, Tensor] = {}  # projection_matrix's cache, least recently used first
 _P_CACHE_SIZE = 2
 
@@ -459,12 +464,12 @@ def _plan(f: Generator, z: Tensor, n_dir: int, chunk: int | None, block: int | N
           memory: int | None, fixed: int, dense: int, products: tuple[str, ...]) -> MemoryPlan:
     """Sizes for n_dir directions per latent: the user's, else block first (all directions if one
     latent's fit), then chunk, the largest whose estimate (``MemoryPlan``) fits the budget; on a
-    CPU then capped to cache-sized calls (``_CPU_CALL_BYTES``; reverse mode ``_CPU_VJP_CALL_BYTES``
-    on the block, a power of 2)."""
+    CPU then capped to cache-sized calls (``_CPU_CALL_BYTES``; big reverse-mode rows: plain VJPs
+    over ``_CPU_VJP_CALL_BYTES`` of latents)."""
     chunk, block = _size("chunk", chunk, len(z)), _size("block", block, n_dir)
     if chunk is not None and block is not None:
         return MemoryPlan(chunk, block, 0, fixed, dense, 0)
-    free_block = block is None
+    free_block, free_chunk = block is None, chunk is None
     budget = memory_budget(z.device, memory)
     held, item = _probe(f, z[:1], min(n_dir, _PROBE_DIRECTIONS), products)
     latent, item = held + dense, max(item, 1)
@@ -476,9 +481,11 @@ def _plan(f: Generator, z: Tensor, n_dir: int, chunk: int | None, block: int | N
         chunk = max(1, min(len(z), int(avail // (latent + block * item))))
         if z.device.type == "cpu":  # big vmapped calls are slower on a CPU (_CPU_CALL_BYTES)
             chunk = min(chunk, max(1, _CPU_CALL_BYTES // (block * item)))
-    if free_block and z.device.type == "cpu" and products == ("vjp",):
-        cap = max(1, _CPU_VJP_CALL_BYTES // (chunk * item))  # down to 1: plain VJPs
-        block = min(block, 1 << (cap.bit_length() - 1))  # a power of 2 (5 ran 15 % slower than 4)
+    if (free_block and z.device.type == "cpu" and products == ("vjp",)
+            and item >= _CPU_PLAIN_VJP_BYTES):  # big reverse-mode rows: plain VJPs, no vmap
+        block = 1
+        if free_chunk:
+            chunk = max(1, min(len(z), int(avail // (latent + item)), _CPU_VJP_CALL_BYTES // item))
     plan = MemoryPlan(chunk, block, budget, fixed, latent, item)
     if plan.estimate > budget:
         warnings.warn(f"spectra: estimated peak {plan.estimate / 2**20:.0f} MiB with chunk={chunk}, "

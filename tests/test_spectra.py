@@ -248,22 +248,24 @@ def test_cpu_plan_caps_chunk_to_cache_sized_calls(monkeypatch):
     assert memory_plan(net, z, chunk=64).chunk == 64
 
 
-def test_cpu_plan_caps_the_reverse_mode_block_to_a_power_of_two(monkeypatch):
-    """In reverse mode a CPU call's block is then capped so that chunk·block·(bytes per direction)
-    stays within _CPU_VJP_CALL_BYTES, rounded down to a power of 2, down to 1 (plain VJPs
-    without vmap); forward mode and a given block are left alone; results do not change."""
+def test_cpu_plan_runs_big_reverse_mode_rows_as_plain_vjps(monkeypatch):
+    """On a CPU, reverse mode with big rows (>= _CPU_PLAIN_VJP_BYTES a direction) runs block 1,
+    plain VJPs without vmap, over chunks holding _CPU_VJP_CALL_BYTES of rows; small rows, forward
+    mode and a given block or chunk are left alone; results do not change."""
     from magnet_lab import spectra
 
     net, z = _mlp(6, 20), _gaussian(8, 6, seed=15)
     kw = dict(method="projected", proj_dim=6)  # d = proj_dim: 6 VJPs a latent
     free = memory_plan(net, z, **kw)
-    assert free.block == 6
+    assert (free.chunk, free.block) == (8, 6)  # a tiny net's rows stay vmapped
     ref = log_singular_values(net, z, progress=False, **kw)
-    monkeypatch.setattr(spectra, "_CPU_VJP_CALL_BYTES", 5 * free.chunk * free.per_direction)
-    assert memory_plan(net, z, **kw).block == 4
-    monkeypatch.setattr(spectra, "_CPU_VJP_CALL_BYTES", 1)
-    assert memory_plan(net, z, **kw).block == 1
-    assert memory_plan(net, z, block=3, **kw).block == 3
+    monkeypatch.setattr(spectra, "_CPU_PLAIN_VJP_BYTES", 1)
+    monkeypatch.setattr(spectra, "_CPU_VJP_CALL_BYTES", 3 * free.per_direction)
+    plan = memory_plan(net, z, **kw)
+    assert (plan.chunk, plan.block) == (3, 1)
+    assert memory_plan(net, z, block=4, **kw).block == 4
+    assert (memory_plan(net, z, chunk=5, **kw).chunk, memory_plan(net, z, chunk=5, **kw).block) \
+        == (5, 1)
     assert memory_plan(net, z, method="exact").block == 6  # D > d: 6 JVPs, forward mode
     torch.testing.assert_close(log_singular_values(net, z, progress=False, **kw), ref,
                                atol=1e-12, rtol=0)
