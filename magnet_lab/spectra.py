@@ -469,23 +469,23 @@ def _plan(f: Generator, z: Tensor, n_dir: int, chunk: int | None, block: int | N
     chunk, block = _size("chunk", chunk, len(z)), _size("block", block, n_dir)
     if chunk is not None and block is not None:
         return MemoryPlan(chunk, block, 0, fixed, dense, 0)
-    free_block, free_chunk = block is None, chunk is None
     budget = memory_budget(z.device, memory)
     held, item = _probe(f, z[:1], min(n_dir, _PROBE_DIRECTIONS), products)
     latent, item = held + dense, max(item, 1)
     avail = budget / _SLACK - fixed  # bytes left for the chunk's work
-    if block is None:
+    cpu = z.device.type == "cpu"
+    plain = (block is None and cpu and products == ("vjp",)
+             and item >= _CPU_PLAIN_VJP_BYTES)  # big reverse-mode rows: plain VJPs, no vmap
+    if plain:
+        block = 1
+    elif block is None:
         c = chunk or 1
         block = max(1, min(n_dir, int((avail - c * latent) // (c * item))))
     if chunk is None:
         chunk = max(1, min(len(z), int(avail // (latent + block * item))))
-        if z.device.type == "cpu":  # big vmapped calls are slower on a CPU (_CPU_CALL_BYTES)
-            chunk = min(chunk, max(1, _CPU_CALL_BYTES // (block * item)))
-    if (free_block and z.device.type == "cpu" and products == ("vjp",)
-            and item >= _CPU_PLAIN_VJP_BYTES):  # big reverse-mode rows: plain VJPs, no vmap
-        block = 1
-        if free_chunk:
-            chunk = max(1, min(len(z), int(avail // (latent + item)), _CPU_VJP_CALL_BYTES // item))
+        if cpu:  # big calls are slower on a CPU (_CPU_CALL_BYTES, _CPU_VJP_CALL_BYTES)
+            rows = _CPU_VJP_CALL_BYTES if plain else _CPU_CALL_BYTES
+            chunk = min(chunk, max(1, rows // (block * item)))
     plan = MemoryPlan(chunk, block, budget, fixed, latent, item)
     if plan.estimate > budget:
         warnings.warn(f"spectra: estimated peak {plan.estimate / 2**20:.0f} MiB with chunk={chunk}, "
