@@ -64,9 +64,20 @@ class Knobs:
         """A file stem naming this state, seed last (``rho-1_psi1_k10_f100_norep_seed0000``)."""
         k = "all" if self.top_k is None else str(self.top_k)
         rep = "rep" if self.replace else "norep"
-        text = (f"rho{self.rho:g}_psi{self.psi:g}_k{k}_f{100 * self.magnet_fraction:g}_{rep}"
-                f"_seed{self.seed:04d}")
-        return re.sub(r"[^A-Za-z0-9_.+-]", "_", text)
+        return _safe(f"rho{self.rho:g}_psi{self.psi:g}_k{k}_f{100 * self.magnet_fraction:g}"
+                     f"_{rep}_seed{self.seed:04d}")
+
+
+def figure_name(generator_id: str, knobs: Knobs) -> str:
+    """The file stem the explorer's save button writes for ``knobs`` on generator
+    ``generator_id`` (a registry name or a checkpoint path: its file stem is used):
+    ``00_explore_<generator>_<knobs.stem()>``, with characters unsafe in file names as ``_``."""
+    return f"00_explore_{_safe(Path(str(generator_id)).stem)}_{knobs.stem()}"
+
+
+def _safe(text: str) -> str:
+    """``text`` with every character outside ``[A-Za-z0-9_.+-]`` replaced by ``_``."""
+    return re.sub(r"[^A-Za-z0-9_.+-]", "_", text)
 
 
 @dataclass(frozen=True)
@@ -145,7 +156,8 @@ def attribute_frequencies(G: torch.nn.Module, z: torch.Tensor, psi: float, *,
     kind = attributes.attribute_kind(kind, images)
     out = {}
     for name, a in attributes.semantic_attributes(images, kind, classifier).items():
-        out[name] = {"classes": list(a["classes"]), "freq": _frequencies(a["labels"], len(a["classes"])),
+        out[name] = {"classes": list(a["classes"]),
+                     "freq": _frequencies(a["labels"], len(a["classes"])),
                      "n_missing": int((a["labels"] == attributes.MISSING).sum())}
     return {"kind": kind, "images": images, "attributes": out}
 
@@ -179,8 +191,8 @@ def _frequencies(labels: torch.Tensor, n_classes: int) -> torch.Tensor:
 def pr_frontier(results_path: str | Path | None) -> dict[str, Any] | None:
     """Notebook 03's precision–recall points from its results JSON: ``{"rho": [(ρ, recall,
     precision), ...], "psi": [(ψ, recall, precision), ...], "n_samples": int, "path": str}``
-    sorted by knob, and its ``seed`` (its real reference's split seed), or None when ``results_path`` is None or no such file exists (the explorer
-    then says so). Raises ValueError for a file that is not a notebook-03 results JSON."""
+    sorted by knob, and its ``seed`` (its real reference's split seed); None when
+    ``results_path`` is None or no such file exists (the explorer then says so). Raises ValueError for a file that is not a notebook-03 results JSON."""
     if results_path is None or not Path(results_path).is_file():
         return None
     res = json.loads(Path(results_path).read_text())

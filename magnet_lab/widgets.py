@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -188,7 +187,8 @@ def polarity_explorer(G: torch.nn.Module, vb: bank.VolumeBank, *, n: int = 32,
         state.update(knobs=kn, draw=d, images=images)
         grid.value = _png(grid_figure(images, kn, d))
         flag = {"ok": "", "thin": "⚠ ", "low": "⛔ "}[d.health]
-        ess.value = (f'<span class="magnet-health-{d.health}" style="color:{_HEALTH_STYLE[d.health]};'
+        ess.value = (f'<span class="magnet-health-{d.health}" '
+                     f'style="color:{_HEALTH_STYLE[d.health]};'
                      f'font-weight:{"bold" if d.health != "ok" else "normal"}">{flag}'
                      f'{d.readout()}</span>')
         note = []
@@ -216,8 +216,7 @@ def polarity_explorer(G: torch.nn.Module, vb: bank.VolumeBank, *, n: int = 32,
 
     def on_save(_):
         kn, d = state["knobs"], state["draw"]
-        slug = re.sub(r"[^A-Za-z0-9_.+-]", "_", Path(str(generator_id)).stem)
-        name = f"00_explore_{slug}_{kn.stem()}"
+        name = explorer.figure_name(generator_id, kn)
         params = {"generator": str(generator_id), "bank_path": vb.meta.get("path"),
                   "bank_identity": vb.meta.get("identity"), "n_candidates": len(vb), "n": n,
                   **kn.as_dict(), "ess_fraction": d.ess_fraction, "n_distinct": d.n_distinct,

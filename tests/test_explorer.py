@@ -165,6 +165,9 @@ def test_explorer_save_button_writes_png_pdf_and_a_sidecar_with_knobs_and_bank(t
     assert parts["status"].value.startswith("saved ")
 
 
+def test_figure_name_uses_the_checkpoint_stem_and_only_file_safe_characters():
+    name = explorer.figure_name("/w/stylegan2 ffhq(1).pkl", explorer.Knobs(rho=-0.5, seed=3))
+    assert name == "00_explore_stylegan2_ffhq_1__rho-0.5_psi1_kall_f100_norep_seed0003"
 
 
 def test_hist_size_keeps_face_redraws_short_and_refuses_unknown_kinds():
