@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from dataclasses import dataclass
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -294,6 +295,70 @@ def pad_to(images: torch.Tensor, resolution: int) -> torch.Tensor:
     return F.pad(images, (pad // 2,) * 4, value=-1.0)
 
 
+def quality_line(quality: dict) -> str:
+    """``precision 0.906 [0.893, 0.920], recall …`` for a ``generator_quality`` record."""
+    m = quality["metrics"]
+    return ", ".join(f"{k} {m[k]['value']:.3f} [{m[k]['lo']:.3f}, {m[k]['hi']:.3f}]"
+                     for k in ("precision", "recall", "coverage", "fid") if k in m)
+
+
+@dataclass(frozen=True)
+class QualityStop:
+    """When to stop a GAN run that is evaluated every few thousand steps, and which evaluation
+    to ship. Stop at the first evaluation with recall ≥ ``recall`` and precision ≥
+    ``precision`` (ship it); or after ``patience`` evaluations in a row whose recall does not
+    exceed the upper 95 % CI bound of the best recall so far (a gain beyond the CI). Without
+    the bar met, ship the evaluation with the highest recall among those with precision ≥
+    ``precision`` (the highest recall overall if none has)."""
+
+    recall: float
+    precision: float
+    patience: int = 3
+
+    def decide(self, evaluations: list[dict]) -> tuple[bool, int, str]:
+        """``(stop, index of the evaluation to ship, why)`` after ``evaluations`` (each with
+        ``quality["metrics"]["recall"|"precision"] = {"value", "lo", "hi"}``), in step order."""
+        if not evaluations:
+            raise ValueError("QualityStop.decide needs at least one evaluation")
+        rec = [e["quality"]["metrics"]["recall"] for e in evaluations]
+        prec = [e["quality"]["metrics"]["precision"]["value"] for e in evaluations]
+        for i, (r, p) in enumerate(zip(rec, prec)):
+            if r["value"] >= self.recall and p >= self.precision:
+                return True, i, (f"bar met at step {evaluations[i]['step']}: recall "
+                                 f"{r['value']:.3f} >= {self.recall:.3f}, precision {p:.3f} >= "
+                                 f"{self.precision:.3f}")
+        ok = [i for i in range(len(rec)) if prec[i] >= self.precision] or list(range(len(rec)))
+        best = max(ok, key=lambda i: (rec[i]["value"], -i))
+        stale, top = 0, 0
+        for i in range(1, len(rec)):
+            if rec[i]["value"] > rec[top]["hi"]:
+                stale, top = 0, i
+            else:
+                stale += 1
+                if rec[i]["value"] > rec[top]["value"]:
+                    top = i
+            if stale >= self.patience:
+                return True, best, (f"{self.patience} evaluations in a row without a recall "
+                                    f"gain beyond the CI of the best so far (step "
+                                    f"{evaluations[top]['step']}, recall {rec[top]['value']:.3f} "
+                                    f"[{rec[top]['lo']:.3f}, {rec[top]['hi']:.3f}])")
+        return False, best, "bar not met; recall still rising"
+
+    def to_dict(self) -> dict:
+        """The rule's parameters, for the training record."""
+        return {"recall": self.recall, "precision": self.precision, "patience": self.patience}
+
+
+def _write_snapshot(G: nn.Module, path: Path) -> None:
+    from safetensors.torch import save as st_save
+
+    from . import provenance
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous() for k, v in G.state_dict().items()}
+    provenance.write_bytes_atomic(path, st_save(tensors))
+
+
 def _state_bytes(state: dict) -> bytes:
     import io
 
@@ -319,7 +384,10 @@ def train_stylegan2(seed: int = 0, steps: int = 8000, *, batch_size: int = 32, z
                     spec: fdata.ImbalanceSpec = fdata.DEFAULT_IMBALANCE, split_seed: int = 0,
                     root: str | Path | None = None, state_path: str | Path | None = None,
                     save_every: int = 250, log: Callable[[str], None] = print,
-                    log_every: int = 50) -> tuple[nn.Module, dict]:
+                    log_every: int = 50, eval_every: int | None = None,
+                    evaluate: Callable[[nn.Module], dict] | None = None,
+                    stop: QualityStop | None = None,
+                    snapshot_dir: str | Path | None = None) -> tuple[nn.Module, dict]:
     """Fit the embedded StyleGAN2 (``FmnistStyleGAN2``: our ``StyleGAN2Generator`` at 32×32,
     cropped to 28×28) on the imbalanced split padded to 32×32, with StyleGAN2's recipe at a
     small scale: non-saturating logistic loss, lazy R1 penalty on reals (γ = ``r1_gamma``, every
@@ -331,7 +399,13 @@ def train_stylegan2(seed: int = 0, steps: int = 8000, *, batch_size: int = 32, z
     ``state_path`` keeps a resumable training state, written atomically every ``save_every``
     steps and read back with ``torch.load(weights_only=True)``: a rerun with the same arguments
     continues from it (bit-identical at the same thread count; the recorded training time is the
-    sum over the resumed runs)."""
+    sum over the resumed runs).
+    Every ``eval_every`` steps, ``evaluate(G_ema)`` (e.g. ``experiment.generator_quality``; run
+    under a forked RNG, so the trajectory does not depend on it) returns a quality record that
+    is kept in the state and in ``record["quality_curve"]``; the evaluated EMA weights are
+    kept too (and written to ``snapshot_dir/ema-<step>.safetensors`` when given). ``stop``
+    (a ``QualityStop``) ends training early at an evaluation and picks the evaluation whose
+    EMA generator is returned; without it the last EMA generator is returned."""
     from .models.discriminator import StyleGAN2Discriminator
     from .models.fmnist import FmnistStyleGAN2
     from . import provenance
@@ -356,6 +430,8 @@ def train_stylegan2(seed: int = 0, steps: int = 8000, *, batch_size: int = 32, z
         opt_d = torch.optim.Adam(D.parameters(), lr=lr * mb_ratio,
                                  betas=(betas[0] ** mb_ratio, betas[1] ** mb_ratio), eps=1e-8)
         start, history, perm, pos = 0, [], torch.randperm(len(x_all), generator=gen_data), 0
+        evaluations: list[dict] = []  # [{"step", "quality", "elapsed_s"}]
+        snapshots: dict[int, dict] = {}  # step -> G_ema state dict at that evaluation
         state_path = Path(state_path) if state_path else None
         if state_path is not None and state_path.is_file():
             st = torch.load(state_path, map_location="cpu", weights_only=True)
@@ -364,11 +440,16 @@ def train_stylegan2(seed: int = 0, steps: int = 8000, *, batch_size: int = 32, z
             gen_data.set_state(st["gen_data"]), gen_z.set_state(st["gen_z"])
             torch.set_rng_state(st["torch_rng"])
             start, history, perm, pos = int(st["step"]), st["history"], st["perm"], int(st["pos"])
+            evaluations = list(st.get("evaluations", []))
+            snapshots = {int(k): v for k, v in st.get("snapshots", {}).items()}
             t0 -= float(st.get("elapsed_s", 0.0))  # training time accumulates over resumes
             log(f"stylegan2: resumed from {state_path} at step {start}")
         G.train(), D.train()
         acc = {"loss_d": 0.0, "loss_g": 0.0, "r1": 0.0, "n": 0, "n_r1": 0}
+        stopped = stop is not None and evaluations and stop.decide(evaluations)[0]
         for step in range(start + 1, steps + 1):
+            if stopped:
+                break
             if pos + batch_size > len(perm):
                 perm, pos = torch.randperm(len(x_all), generator=gen_data), 0
             real = x_all[perm[pos:pos + batch_size]]  # [B, 1, 32, 32]
@@ -413,20 +494,42 @@ def train_stylegan2(seed: int = 0, steps: int = 8000, *, batch_size: int = 32, z
                     f"loss_g {row['loss_g']:.3f} r1 {row['r1'] if row['r1'] is None else round(row['r1'], 4)} "
                     f"({time.time() - t0:.0f}s)")
                 acc = {"loss_d": 0.0, "loss_g": 0.0, "r1": 0.0, "n": 0, "n_r1": 0}
-            if state_path is not None and (step % save_every == 0 or step == steps):
+            if evaluate is not None and eval_every and step % eval_every == 0:
+                with torch.random.fork_rng(devices=[]):
+                    quality = evaluate(G_ema)
+                evaluations.append({"step": step, "quality": quality,
+                                    "elapsed_s": round(time.time() - t0, 1)})
+                snapshots[step] = {k: v.clone() for k, v in G_ema.state_dict().items()}
+                if snapshot_dir is not None:
+                    _write_snapshot(G_ema, Path(snapshot_dir) / f"ema-{step:06d}.safetensors")
+                log(f"stylegan2 step {step}: " + quality_line(quality))
+                if stop is not None:
+                    stopped, _, why = stop.decide(evaluations)
+                    if stopped:
+                        log(f"stylegan2: stopping at step {step}: {why}")
+                    keep = {evaluations[stop.decide(evaluations)[1]]["step"], step}
+                    snapshots = {k: v for k, v in snapshots.items() if k in keep}
+            if state_path is not None and (step % save_every == 0 or step == steps or stopped):
                 provenance.write_bytes_atomic(state_path, _state_bytes({
                     "G": G.state_dict(), "D": D.state_dict(), "G_ema": G_ema.state_dict(),
                     "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
                     "gen_data": gen_data.get_state(), "gen_z": gen_z.get_state(),
                     "torch_rng": torch.get_rng_state(), "step": step, "history": history,
-                    "perm": perm, "pos": pos, "elapsed_s": time.time() - t0}))
+                    "perm": perm, "pos": pos, "elapsed_s": time.time() - t0,
+                    "evaluations": evaluations, "snapshots": snapshots}))
+        last_step = evaluations[-1]["step"] if stopped else steps
+        chosen = None
+        if stop is not None and evaluations:
+            chosen = evaluations[stop.decide(evaluations)[1]]
+            G_ema.load_state_dict(snapshots[chosen["step"]])
         G_ema.eval()
     train_time = time.time() - t0
     record = {
         "architecture": "FmnistStyleGAN2", "kwargs": G_ema.config(), "kind": "generator",
         "output": "[B, 1, 28, 28] (32×32 synthesis, 2-pixel crop), about [-1, 1]",
         "latent": "z ~ N(0, I_z_dim)", "run_options": G_ema.options(),
-        "seed": int(seed), "steps": int(steps), "batch_size": batch_size,
+        "seed": int(seed), "steps": int(chosen["step"] if chosen else last_step),
+        "batch_size": batch_size,
         "loss": "non-saturating logistic; lazy R1 on reals",
         "r1": {"gamma": r1_gamma, "interval": r1_interval},
         "optimizer": {"name": "Adam", "lr": lr, "betas": list(betas), "eps": 1e-8,
@@ -439,5 +542,11 @@ def train_stylegan2(seed: int = 0, steps: int = 8000, *, batch_size: int = 32, z
         **_run_record("train, imbalanced_split, padded to 32x32", spec, split_seed, split_labels,
                       threads, train_time, history),
     }
-    log(f"stylegan2: {steps} steps in {train_time:.0f}s")
+    if evaluations:
+        record["quality_curve"] = evaluations
+        record["trained_steps"] = int(last_step)
+    if stop is not None and evaluations:
+        record["stop_rule"] = {**stop.to_dict(), "why": stop.decide(evaluations)[2],
+                               "shipped_step": int(chosen["step"])}
+    log(f"stylegan2: {last_step} steps in {train_time:.0f}s")
     return G_ema, record

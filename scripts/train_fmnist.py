@@ -68,6 +68,15 @@ def main(argv: list[str] | None = None) -> int:
                         "for the StyleGAN2)")
     p.add_argument("--state", type=Path, default=None,
                    help="StyleGAN2: resumable training state (rerun the same command to resume)")
+    p.add_argument("--eval-every", type=int, default=None,
+                   help="StyleGAN2: record generator_quality every N steps and stop early by the "
+                        "rule of training.QualityStop (recall bar: the shipped DCGAN's recall)")
+    p.add_argument("--min-precision", type=float, default=0.85,
+                   help="StyleGAN2 stop rule: the precision the bar also asks for")
+    p.add_argument("--patience", type=int, default=3,
+                   help="StyleGAN2 stop rule: evaluations in a row without a recall gain")
+    p.add_argument("--snapshot-dir", type=Path, default=None,
+                   help="StyleGAN2: also write each evaluated EMA generator here")
     p.add_argument("--z-dim", type=int, default=32)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--fmnist-dir", type=Path, default=None, help="overrides MAGNET_LAB_FMNIST_DIR")
@@ -96,9 +105,20 @@ def main(argv: list[str] | None = None) -> int:
             log(f"note: {cls_path} missing; the generator's class distribution is not recorded")
         save_generator(gen, record, args.out / "fmnist-dcgan.safetensors", args.grid, log)
     if args.what == "stylegan2":
+        evaluate, stop = None, None
+        if args.eval_every:
+            judge_cls = load_classifier(cls_path)
+            bar = load_generator(args.out / "fmnist-dcgan.safetensors").sidecar
+            bar = bar["final_metrics"]["quality"]["metrics"]["recall"]["value"]
+            stop = training.QualityStop(recall=bar, precision=args.min_precision,
+                                        patience=args.patience)
+            evaluate = lambda G: experiment.generator_quality(  # noqa: E731
+                G, judge_cls, root=args.fmnist_dir)
         gen, record = training.train_stylegan2(args.seed, args.steps or 8000, z_dim=args.z_dim,
                                                threads=args.threads, root=args.fmnist_dir,
-                                               state_path=args.state, log=log)
+                                               state_path=args.state, log=log,
+                                               eval_every=args.eval_every, evaluate=evaluate,
+                                               stop=stop, snapshot_dir=args.snapshot_dir)
         save_generator(gen, record, args.out / "fmnist-stylegan2.safetensors", args.grid, log)
     if args.what == "quality":
         gen_path = args.out / f"{args.generator}.safetensors"

@@ -82,6 +82,60 @@ def test_stylegan2_training_resumes_bit_identically(tmp_path):
     assert rec_full["data"]["n_images"] == 22200
 
 
+def _q(step, recall, precision=0.9, half=0.01):
+    m = {"recall": {"value": recall, "lo": recall - half, "hi": recall + half},
+         "precision": {"value": precision, "lo": precision - half, "hi": precision + half}}
+    return {"step": step, "quality": {"metrics": m}}
+
+
+def test_quality_stop_rule_stops_at_the_bar_or_after_a_plateau():
+    """The issue's rule: stop at the first evaluation meeting recall and precision; else after
+    3 evaluations in a row without a recall gain beyond the best's CI, shipping the best recall
+    among the precise-enough evaluations."""
+    rule = training.QualityStop(recall=0.587, precision=0.85, patience=3)
+    rising = [_q(2000, 0.40), _q(4000, 0.45), _q(6000, 0.50)]
+    assert rule.decide(rising)[:2] == (False, 2)
+    hit = rising + [_q(8000, 0.60, precision=0.80), _q(10000, 0.59)]
+    assert rule.decide(hit)[:2] == (True, 4)  # 8000 lacks precision
+    flat = rising + [_q(8000, 0.505), _q(10000, 0.51, precision=0.8), _q(12000, 0.49)]
+    stop, best, why = rule.decide(flat)
+    assert stop and best == 3 and "3 evaluations" in why  # 10000 lacks precision
+    assert not rule.decide(flat[:-1])[0]
+    with pytest.raises(ValueError, match="at least one"):
+        rule.decide([])
+
+
+@pytest.mark.skipif(not data.fmnist_dir().is_dir(), reason="Fashion-MNIST not installed "
+                    "(setup installs Debian's dataset-fashion-mnist)")
+def test_stylegan2_training_evaluates_stops_and_resumes_without_changing_the_trajectory(tmp_path):
+    """Evaluations every 2 steps go into the record and the state, run under a forked RNG (the
+    weights equal an unevaluated run's), snapshots are written, and the stop rule returns the
+    chosen evaluation's EMA weights; a resumed stopped run does not train further."""
+    kw = dict(batch_size=8, z_dim=8, w_dim=16, channel_base=128, channel_max=16,
+              d_channel_base=128, d_channel_max=16, r1_interval=2, save_every=3, threads=1,
+              log=lambda m: None, log_every=1)
+    recalls = iter([0.30, 0.10, 0.2, 0.25, 0.2])
+    def evaluate(G):
+        torch.randn(5)  # would shift the trajectory without the forked RNG
+        return _q(0, next(recalls))["quality"]
+    rule = training.QualityStop(recall=0.9, precision=0.85, patience=2)
+    G_ev, rec = training.train_stylegan2(0, 10, state_path=tmp_path / "s.pt", eval_every=2,
+                                         evaluate=evaluate, stop=rule,
+                                         snapshot_dir=tmp_path / "snap", **kw)
+    assert [e["step"] for e in rec["quality_curve"]] == [2, 4, 6]  # 4 and 6: no gain -> stop
+    assert rec["trained_steps"] == 6 and rec["steps"] == 2 and rec["stop_rule"]["shipped_step"] == 2
+    assert sorted(p.name for p in (tmp_path / "snap").iterdir()) == [
+        "ema-000002.safetensors", "ema-000004.safetensors", "ema-000006.safetensors"]
+    G_2, _ = training.train_stylegan2(0, 2, **kw)
+    G_6, _ = training.train_stylegan2(0, 6, **kw)
+    for k, v in G_2.state_dict().items():
+        assert torch.equal(v, G_ev.state_dict()[k]), k
+    G_again, rec_again = training.train_stylegan2(0, 10, state_path=tmp_path / "s.pt",
+                                                  eval_every=2, evaluate=evaluate, stop=rule, **kw)
+    assert rec_again["trained_steps"] == 6 and rec_again["history"] == rec["history"]
+    assert not all(torch.equal(v, G_6.state_dict()[k]) for k, v in G_2.state_dict().items())
+
+
 # --------------------------------------------------------------------- the shipped checkpoint
 
 @pytest.fixture(scope="module")
