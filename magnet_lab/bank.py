@@ -46,7 +46,6 @@ import hashlib
 import inspect
 import json
 import math
-import os
 import re
 import warnings
 import zipfile
@@ -56,7 +55,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from . import paths
+from . import config, paths
 from . import provenance as _prov
 from .validation import check_latents
 
@@ -573,7 +572,7 @@ def build(G: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor,
     ranges = [(i * shard_size, min(n, (i + 1) * shard_size)) for i in mine]
     bar = tqdm(total=sum(hi - lo for lo, hi in ranges), desc=f"bank {generator_id}",
                unit="latent",  # the env switch silences bars in reports, as in spectra
-               disable=not progress or os.environ.get("MAGNET_LAB_PROGRESS", "1") == "0")
+               disable=not config.progress_enabled(bool(progress)))
     for i, (lo, hi) in zip(mine, ranges):
         want = {"latents": z_cpu[lo:hi].clone(),
                 "seeds": None if seeds is None else seeds[lo:hi].cpu().clone(),

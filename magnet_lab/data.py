@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import config
+
 DEFAULT_FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 CLASS_NAMES: tuple[str, ...] = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -93,7 +95,7 @@ def fmnist_dir(root: str | os.PathLike | None = None) -> Path:
     else ``/usr/share/datasets/fashion-mnist``. Does not check that it exists."""
     if root is not None:
         return Path(root).expanduser()
-    env = os.environ.get("MAGNET_LAB_FMNIST_DIR")
+    env = config.get("MAGNET_LAB_FMNIST_DIR")
     return Path(env).expanduser() if env else DEFAULT_FMNIST_DIR
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import data, paths
+from . import config, data, paths
 from .models import batched, eval_mode, module_device_dtype
 from .models.readers import read_state_dict
 from .validation import check_finite
@@ -273,7 +273,7 @@ def _to_uint8_rgb(images: torch.Tensor) -> torch.Tensor:
 def _resolve_weights(kind: str, weights_path: str | os.PathLike | None) -> Path:
     if kind not in _STANDARD:
         raise ValueError(f"kind must be one of {sorted(_STANDARD)}, got {kind!r}")
-    source = weights_path if weights_path is not None else os.environ.get(_STANDARD[kind]["env"]) or None
+    source = weights_path if weights_path is not None else config.get(_STANDARD[kind]["env"])
     if source is None:
         raise FileNotFoundError(_missing_weights_message(kind))
     path = Path(source).expanduser()

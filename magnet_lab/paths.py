@@ -19,15 +19,15 @@ a variable after import is honoured.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from . import config
 
 _PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
 
 def _env_path(var: str, default: Path) -> Path:
-    value = os.environ.get(var)
-    return Path(value).expanduser().resolve() if value else default
+    return config.path(var, default)
 
 
 def root() -> Path:

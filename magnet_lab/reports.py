@@ -7,12 +7,11 @@ next to its results JSON.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from . import paths
+from . import config, paths
 
 KERNEL_NAME = "magnet_lab"
 
@@ -80,20 +79,13 @@ def run_notebook(key: str, parameters: dict[str, Any] | None = None, *,
     results_path = Path(params["results_path"])
     if results_path.exists():
         results_path.unlink()  # never report a stale result as this run's
-    saved = {k: os.environ.get(k) for k in ("MAGNET_LAB_PROGRESS", "MAGNET_LAB_HEADLESS")}
-    os.environ["MAGNET_LAB_HEADLESS"] = "1"  # inherited by the kernel: no widgets
+    env = {"MAGNET_LAB_HEADLESS": "1"}  # inherited by the kernel: no widgets
     if not progress:
-        os.environ["MAGNET_LAB_PROGRESS"] = "0"  # no progress bars in reports
-    try:
+        env["MAGNET_LAB_PROGRESS"] = "0"  # no progress bars in reports
+    with config.overridden(env):
         pm.execute_notebook(str(src), str(out_dir / src.name), parameters=params,
                             kernel_name=_kernel_for_this_interpreter(), cwd=str(src.parent),
                             progress_bar=progress)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
     if not results_path.exists():
         raise FileNotFoundError(f"{src.name} ran but wrote no results to {results_path}")
     return json.loads(results_path.read_text())

@@ -60,7 +60,6 @@ import gc
 import itertools
 import math
 import numbers
-import os
 import re
 import warnings
 from typing import Any, Callable
@@ -73,6 +72,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 from tqdm.auto import tqdm
 
+from . import config
 from .validation import check_latents
 
 Generator = Callable[[Tensor], Tensor]
@@ -199,7 +199,7 @@ def memory_budget(device: str | torch.device = "cpu", memory: int | None = None)
     """
     if memory is not None:
         return _check_int("memory", memory, 1)
-    env = os.environ.get(MEMORY_ENV, "").strip()
+    env = config.get(MEMORY_ENV) or ""
     if env:
         m = re.fullmatch(r"(\d+(?:\.\d*)?)\s*([KMGT]?)(?:i?B)?", env, re.IGNORECASE)
         size = float(m[1]) * 1024 ** " KMGT".index(m[2].upper() or " ") if m else 0
@@ -567,7 +567,7 @@ def _over_chunks(G: Generator, z: Tensor, plan: MemoryPlan, progress: bool | Non
     On an out-of-memory error the same chunk is retried with block halved (at block 1, chunk
     halved); the sizes that finished are named in one warning. Rows are never skipped.
     """
-    on = os.environ.get("MAGNET_LAB_PROGRESS", "1") != "0" if progress is None else progress
+    on = config.progress_enabled(progress)
     chunk, block = plan.chunk, plan.block
     out, start = [], 0
     with torch.no_grad(), tqdm(total=len(z), desc=desc, unit="latent", disable=not on) as bar:

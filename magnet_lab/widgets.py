@@ -12,13 +12,12 @@ Headless runs (papermill, tests) skip widgets: ``headless()`` is true when the e
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from . import bank, explorer, plots, sampling
+from . import bank, config, explorer, plots, sampling
 from .models import generate
 
 # readout colours: ok, thin (ESS below the grid size), low (ESS/N below LOW_ESS_FRACTION)
@@ -27,7 +26,7 @@ _HEALTH_STYLE = {"ok": "#1b7837", "thin": "#b35806", "low": "#b2182b"}
 
 def headless() -> bool:
     """True when running without a front end (``MAGNET_LAB_HEADLESS=1``)."""
-    return os.environ.get("MAGNET_LAB_HEADLESS") == "1"
+    return config.headless()
 
 
 def element(widget, name: str):
