@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from . import paths
-from .models.readers import (WEIGHT_SUFFIXES, build_model, identify, load_checkpoint,
-                             read_stylegan2, safetensors_file, sidecar_path)
+from .models.readers import (WEIGHT_SUFFIXES, build_model, check_finite_state, identify,
+                             load_checkpoint, read_stylegan2, safetensors_file, sidecar_path)
 from .models.fmnist import FmnistClassifier, FmnistDCGAN, FmnistStyleGAN2
 from .models.stylegan2 import StyleGAN2Generator
 
@@ -54,6 +54,7 @@ def _load(path: Path, device: str | torch.device, dtype: torch.dtype, *,
     reader = identify(path) if stylegan2 and not sidecar_path(path).is_file() else None
     if reader is not None and reader is not safetensors_file:
         state, config = read_stylegan2(path)  # NVIDIA .pkl / rosinality .pt: no sidecar needed
+        check_finite_state(state, path)
         sidecar = {"architecture": "StyleGAN2Generator", "kwargs": config,
                    "source": {"file": str(path), "reader": reader.NAME}}
     else:

@@ -30,7 +30,12 @@ def _tiny(tmp_path: Path) -> tuple[Path, FmnistDCGAN]:
 
 
 def _with_sidecar(path: Path, like: Path) -> Path:
-    sidecar_path(path).write_text(sidecar_path(like).read_text())
+    """Give ``path`` the sidecar of ``like`` without its weights digest (it describes another file)."""
+    import json
+
+    side = json.loads(sidecar_path(like).read_text())
+    side.pop("weights_sha256", None)
+    sidecar_path(path).write_text(json.dumps(side))
     return path
 
 
@@ -115,6 +120,7 @@ def test_safetensors_without_metadata_is_described_by_its_sidecar_alone(tmp_path
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
     side = json.loads(sidecar_path(path).read_text())
     side["kwargs"]["negative_slope"] = 0.2  # nothing to check it against: the sidecar is trusted
+    del side["weights_sha256"]  # a user's own sidecar records no digest
     sidecar_path(path).write_text(json.dumps(side))
     assert load_generator(path).negative_slope == 0.2
 
@@ -246,3 +252,49 @@ def test_refusal_names_the_disallowed_global_and_the_suffix_mismatch(tmp_path):
                                          "Python pickle"):
         read_state_dict(pkl_named_st)
     assert not (tmp_path / "pwned").exists()
+
+
+# --------------------------------------------------------------------------- integrity at load
+
+def test_saved_sidecar_records_the_weights_sha256_and_a_changed_file_is_refused(tmp_path):
+    """save_checkpoint records the SHA-256 of the bytes it wrote; one flipped bit in the weights
+    (which safetensors itself cannot notice) is refused naming both digests; a sidecar without
+    the field still loads."""
+    import json
+
+    from magnet_lab.models.readers import SHA_FIELD, file_sha256, load_checkpoint
+
+    path, model = _tiny(tmp_path)
+    side = json.loads(sidecar_path(path).read_text())
+    assert side[SHA_FIELD] == file_sha256(path)
+    load_checkpoint(path)
+    blob = bytearray(path.read_bytes())
+    blob[-3] ^= 0x04  # a bit of the last weight
+    path.write_bytes(bytes(blob))
+    with pytest.raises(ValueError, match="SHA-256 .* differs from the .* recorded in tiny.json"):
+        load_generator(path)
+    del side[SHA_FIELD]
+    sidecar_path(path).write_text(json.dumps(side))
+    state, _ = load_checkpoint(path)  # without the digest the changed file loads as it is
+    changed = [k for k, v in model.state_dict().items() if not torch.equal(v, state[k])]
+    assert len(changed) == 1
+
+
+def test_shipped_sidecars_record_the_digest_of_their_weights():
+    from magnet_lab import paths
+    from magnet_lab.models.readers import SHA_FIELD, file_sha256
+    import json
+
+    for name in ("fmnist-classifier", "fmnist-dcgan", "fmnist-stylegan2"):
+        side = json.loads((paths.data_dir() / f"{name}.json").read_text())
+        assert side[SHA_FIELD] == file_sha256(paths.data_dir() / f"{name}.safetensors"), name
+
+
+def test_non_finite_weights_are_refused_naming_the_tensor(tmp_path):
+    from magnet_lab.models.readers import check_finite_state
+
+    state = {"a.weight": torch.ones(3), "b.bias": torch.tensor([0.0, float("nan"), float("inf")]),
+             "steps": torch.tensor([1])}
+    with pytest.raises(ValueError, match=r"x.pt: non-finite \(NaN/inf\) weights in b.bias \(2 of 3\)"):
+        check_finite_state(state, tmp_path / "x.pt")
+    check_finite_state({"a.weight": torch.ones(3)}, tmp_path / "x.pt")

@@ -16,6 +16,7 @@ stylegan2-ada-pytorch's ``Generator.state_dict()`` and that repository's nested 
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Mapping
@@ -29,12 +30,14 @@ from torch import nn
 from ... import provenance as _prov
 from . import nvidia_pickle, pickle_file, rosinality, safetensors_file, torch_file
 
-__all__ = ["HEAD_BYTES", "READERS", "WEIGHT_SUFFIXES", "build_model", "identify", "load_checkpoint",
-           "read_state_dict", "read_stylegan2", "save_checkpoint", "sidecar_path"]
+__all__ = ["HEAD_BYTES", "READERS", "SHA_FIELD", "WEIGHT_SUFFIXES", "build_model",
+           "check_finite_state", "file_sha256", "identify", "load_checkpoint", "read_state_dict",
+           "read_stylegan2", "save_checkpoint", "sidecar_path"]
 
 READERS: tuple[ModuleType, ...] = (safetensors_file, torch_file, nvidia_pickle, pickle_file)
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth")  # what registry names treat as a path
 HEAD_BYTES = 64
+SHA_FIELD = "weights_sha256"  # the sidecar field holding the weights file's SHA-256
 _BOUND_FIELDS = ("architecture", "kwargs")  # sidecar fields the safetensors metadata must agree with
 
 
@@ -116,10 +119,11 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, sidecar: Mapping[
         if key not in sidecar:
             raise ValueError(f"sidecar must contain {key!r} (got keys {sorted(sidecar)})")
     state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-    _check_finite_state(state, path)
+    check_finite_state(state, path)
     record = dict(sidecar)
     record.setdefault("provenance", _prov.provenance())
     blob = safetensors_file.encode(state, record["architecture"], record["kwargs"])
+    record[SHA_FIELD] = hashlib.sha256(blob).hexdigest()
     _prov.write_bytes_atomic(path, blob)
     _prov.write_json_atomic(sidecar_path(path), record)
     for p in (path, sidecar_path(path)):  # mkstemp creates 0600; shipped files are world-readable
@@ -149,8 +153,31 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     if not isinstance(sidecar, dict) or not isinstance(sidecar.get("architecture"), str):
         raise ValueError(f"{side}: sidecar must be a JSON object with a string 'architecture'")
     _check_bound(sidecar, metadata, side, path)
-    _check_finite_state(state, path)
+    _check_digest(sidecar, path, side)
+    check_finite_state(state, path)
     return state, sidecar
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 hex digest of the file at ``path`` (read in 1 MiB blocks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _check_digest(sidecar: Mapping[str, Any], path: Path, side: Path) -> None:
+    """A sidecar that records the weights file's SHA-256 must match the file (a sidecar without
+    one, e.g. a user's own, still loads)."""
+    want = sidecar.get(SHA_FIELD)
+    if want is None:
+        return
+    got = file_sha256(path)
+    if got != want:
+        raise ValueError(f"{path}: SHA-256 {got[:16]}… differs from the {want[:16]}… recorded in "
+                         f"{side.name}: the weights file was changed or damaged after it was "
+                         "written; refused")
 
 
 def _check_bound(sidecar: Mapping[str, Any], metadata: Mapping[str, str], side: Path,
@@ -179,10 +206,15 @@ def _check_bound(sidecar: Mapping[str, Any], metadata: Mapping[str, str], side: 
                          f"({detail}); the weights were trained with the latter")
 
 
-def _check_finite_state(state: Mapping[str, torch.Tensor], path: Path) -> None:
-    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+def check_finite_state(state: Mapping[str, torch.Tensor], path: str | os.PathLike) -> None:
+    """Refuse a state dict holding NaN/inf in any floating tensor: ValueError naming ``path``
+    and the first tensors (with how many non-finite entries each)."""
+    bad = [f"{k} ({int((~torch.isfinite(v)).sum())} of {v.numel()})" for k, v in state.items()
+           if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if bad:
-        raise ValueError(f"{path}: non-finite (NaN/inf) weights in {bad}")
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise ValueError(f"{path}: non-finite (NaN/inf) weights in {', '.join(bad[:5])}{more}; "
+                         "refused")
 
 
 def build_model(state: Mapping[str, torch.Tensor], sidecar: Mapping[str, Any],
