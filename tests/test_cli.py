@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -40,7 +39,9 @@ def _copy_generator(folder: Path, name: str = "g", scale: float = 1.0) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     out = folder / f"{name}.safetensors"
     save_file(tensors, str(out), metadata=meta)
-    shutil.copy(src.with_suffix(".json"), out.with_suffix(".json"))
+    side = json.loads(src.with_suffix(".json").read_text())
+    side.pop("weights_sha256")  # the copy's bytes are its own
+    out.with_suffix(".json").write_text(json.dumps(side))
     return out
 
 
