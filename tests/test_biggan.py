@@ -158,6 +158,19 @@ def test_not_piecewise_affine_the_jacobian_moves_continuously(G):
     assert small / half == pytest.approx(2.0, rel=1e-2)
 
 
+def test_spectra_of_a_class_fixed_closure_equal_the_svd_of_the_jacobian(G):
+    """What per-class banks will differentiate: z ↦ G(z, c) with one class for every row."""
+    from magnet_lab import spectra
+
+    c = G.one_hot([2])  # [1, 3]
+    f = lambda z_: G(z_, c.expand(z_.shape[0], -1))  # noqa: E731
+    z, _ = latents(2, seed=11)
+    log_sv = spectra.log_singular_values(f, z, method="exact", progress=False)  # [2, 4]
+    for i in range(2):
+        J = torch.func.jacrev(lambda z_: G(z_, c[0]).reshape(-1))(z[i])  # [768, 4]
+        assert torch.allclose(log_sv[i], torch.linalg.svdvals(J).log(), atol=1e-10)
+
+
 def test_class_vector_changes_the_image_and_one_hot_builds_it(G):
     z, _ = latents(1)
     c = G.one_hot(torch.tensor([0, 2]))
@@ -179,7 +192,8 @@ def test_class_vector_changes_the_image_and_one_hot_builds_it(G):
     (lambda G, z, c: G(z, c.argmax(1)), TypeError, "one_hot"),
     (lambda G, z, c: G(z.numpy(), c), TypeError, "z must be a torch.Tensor"),
     (lambda G, z, c: G(z * float("nan"), c), ValueError, "non-finite"),
-    (lambda G, z, c: G(z, c, truncation=0.0), ValueError, r"truncation must be a number in \(0, 1\]"),
+    (lambda G, z, c: G(z, c, truncation=0.0), ValueError,
+     r"truncation must be a number in \(0, 1\]"),
     (lambda G, z, c: G(z, c, truncation=1.5), ValueError, r"in \(0, 1\]"),
     (lambda G, z, c: G.with_options(truncation=float("nan")), ValueError, r"in \(0, 1\]"),
     (lambda G, z, c: G.with_options(psi=0.5), ValueError, r"unknown option\(s\) \['psi'\]"),
@@ -271,7 +285,8 @@ def test_folder_loads_by_content_with_spectral_norm_folded(folder):
     w = state["generator.layers.0.conv_1.weight_orig"].double()
     sigma = torch.linalg.matrix_norm(w.reshape(w.shape[0], -1), ord=2)
     assert torch.allclose(G.generator.layers[0].conv_1.weight.double(), w / sigma, rtol=1e-6)
-    assert torch.linalg.matrix_norm(G.generator.gen_z.weight.double(), ord=2) == pytest.approx(1, rel=1e-5)
+    top = torch.linalg.matrix_norm(G.generator.gen_z.weight.double(), ord=2)
+    assert top == pytest.approx(1, rel=1e-5)  # W / σ_max
     assert torch.equal(G.embeddings.weight, state["embeddings.weight"])  # not normalised
     assert biggan_folder.is_biggan_folder(folder)
     G64 = magnet_lab.load_generator(folder / "pytorch_model.bin", dtype=torch.float64)
