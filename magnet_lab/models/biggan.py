@@ -82,7 +82,7 @@ def _released(output_dim: int, mults: list[int]) -> dict[str, Any]:
 
 
 # The configs of the converted TF-Hub modules (pytorch-pretrained-biggan's convert script):
-# 10, 12 and 14 blocks; the channel multipliers halve at each upsampling but the 16 → 16 and 8 → 8
+# 10, 12 and 14 blocks in (keep, upsample) pairs over the listed channel multipliers
 RELEASED_CONFIGS: dict[str, dict[str, Any]] = {
     "biggan-deep-128": _released(128, [16, 16, 8, 4, 2, 1]),
     "biggan-deep-256": _released(256, [16, 16, 8, 8, 4, 2, 1]),
