@@ -5,7 +5,9 @@ with the sidecar's ``kwargs``); adding a shipped model is one entry in ``GENERAT
 ``CLASSIFIERS`` (built-in name → file under ``magnet_lab.paths.data_dir()``). A StyleGAN2 file
 without a sidecar — NVIDIA's ``.pkl`` (stylegan2-ada-pytorch, stylegan3 repository, TensorFlow)
 or a rosinality ``.pt`` — is read by ``models.readers.read_stylegan2`` (never unpickled) into our
-``StyleGAN2Generator``.
+``StyleGAN2Generator``; a BigGAN-deep folder of ``pytorch-pretrained-biggan``
+(``pytorch_model.bin`` + ``config.json``) by ``models.readers.biggan_folder`` into our
+``BigGANDeep``.
 """
 from __future__ import annotations
 
@@ -17,8 +19,10 @@ import torch
 from torch import nn
 
 from . import paths
-from .models.readers import (WEIGHT_SUFFIXES, build_model, check_finite_state, identify,
-                             load_checkpoint, read_stylegan2, safetensors_file, sidecar_path)
+from .models.biggan import BigGANDeep
+from .models.readers import (WEIGHT_SUFFIXES, biggan_folder, build_model, check_finite_state,
+                             identify, load_checkpoint, read_stylegan2, safetensors_file,
+                             sidecar_path)
 from .models.fmnist import FmnistClassifier, FmnistDCGAN, FmnistStyleGAN2
 from .models.stylegan2 import StyleGAN2Generator
 
@@ -27,6 +31,7 @@ ARCHITECTURES: dict[str, type[nn.Module]] = {
     "FmnistClassifier": FmnistClassifier,
     "StyleGAN2Generator": StyleGAN2Generator,
     "FmnistStyleGAN2": FmnistStyleGAN2,
+    "BigGANDeep": BigGANDeep,
 }
 GENERATORS: dict[str, str] = {"fmnist-dcgan": "fmnist-dcgan.safetensors",
                               "fmnist-stylegan2": "fmnist-stylegan2.safetensors"}
@@ -51,6 +56,17 @@ def _resolve(spec: str | os.PathLike, table: dict[str, str], kind: str) -> Path:
 
 def _load(path: Path, device: str | torch.device, dtype: torch.dtype, *,
           stylegan2: bool = False) -> nn.Module:
+    if stylegan2 and path.is_file() and not sidecar_path(path).is_file() and \
+            biggan_folder.is_biggan_folder(path.parent) and path.name == biggan_folder.WEIGHTS_NAME:
+        path = path.parent  # the folder's pytorch_model.bin: read the folder
+    if path.is_dir():  # the one folder format; read_biggan names what a folder lacks
+        if not stylegan2:
+            raise ValueError(f"{path} is a directory; the only folder format read is "
+                             f"{biggan_folder.DESCRIPTION}, a generator")
+        state, config = biggan_folder.read_biggan(path)
+        sidecar = {"architecture": "BigGANDeep", "kwargs": config,
+                   "source": {"folder": str(path), "reader": biggan_folder.NAME}}
+        return _built(state, sidecar, path, device, dtype)
     reader = identify(path) if stylegan2 and not sidecar_path(path).is_file() else None
     if reader is not None and reader is not safetensors_file:
         state, config = read_stylegan2(path)  # NVIDIA .pkl / rosinality .pt: no sidecar needed
@@ -59,6 +75,11 @@ def _load(path: Path, device: str | torch.device, dtype: torch.dtype, *,
                    "source": {"file": str(path), "reader": reader.NAME}}
     else:
         state, sidecar = load_checkpoint(path)
+    return _built(state, sidecar, path, device, dtype)
+
+
+def _built(state: dict[str, torch.Tensor], sidecar: dict[str, Any], path: Path,
+           device: str | torch.device, dtype: torch.dtype) -> nn.Module:
     model = build_model(state, sidecar, ARCHITECTURES, source=path)
     model.to(device=device, dtype=dtype).eval().requires_grad_(False)
     model.sidecar = sidecar
@@ -69,11 +90,13 @@ def load_generator(spec: str | os.PathLike, device: str | torch.device = "cpu",
                    dtype: torch.dtype = torch.float32, **options: Any) -> nn.Module:
     """A generator in eval mode with frozen parameters, ``z_dim`` and ``forward(z [B, z_dim]) ->
     [B, C, H, W]`` (about [-1, 1]); ``spec`` is a built-in name (``GENERATORS``), a checkpoint
-    with a JSON sidecar, or a StyleGAN2 file without one (NVIDIA ``.pkl`` of stylegan2-ada-pytorch,
-    the stylegan3 repository or TensorFlow StyleGAN2; rosinality ``.pt``), read without running
-    its code. ``options`` set a StyleGAN2's run options — ``psi``, ``cutoff``, ``noise_mode``
-    (``"const"``, ``"random"`` with ``noise_seed``, ``"none"``), ``modulation`` — which a plain
-    ``G(z)`` (and so ``spectra``) then uses. The record of where it came from is
+    with a JSON sidecar, a StyleGAN2 file without one (NVIDIA ``.pkl`` of stylegan2-ada-pytorch,
+    the stylegan3 repository or TensorFlow StyleGAN2; rosinality ``.pt``), or a BigGAN-deep
+    folder (``pytorch_model.bin`` + ``config.json``; a conditional ``BigGANDeep``, called
+    ``G(z, c)``), read without running its code. ``options`` set the run options — StyleGAN2's
+    ``psi``, ``cutoff``, ``noise_mode`` (``"const"``, ``"random"`` with ``noise_seed``,
+    ``"none"``), ``modulation``; BigGAN-deep's ``truncation`` and ``stats_rule`` — which a plain
+    ``G(z)`` (``G(z, c)``) then uses. The record of where it came from is
     ``model.sidecar``. Raises ValueError for an unknown name (listing the known ones), a bad or
     refused checkpoint, or options the generator does not take; FileNotFoundError for a missing
     file or sidecar."""

@@ -10,6 +10,9 @@ first ``HEAD_BYTES``) and ``read(path) -> (state_dict, metadata)``. Today: ``saf
 resolved to our stand-ins, nothing from the file executed) and ``pickle_file`` (every other
 pickle: recognised and refused). Adding a format is one module plus one entry here.
 
+One folder format: ``biggan_folder`` (pytorch-pretrained-biggan's ``pytorch_model.bin`` +
+``config.json``, read strictly into ``BigGANDeep``'s state dict, spectral norm folded).
+
 ``read_stylegan2(path) -> (state, config)`` reads any StyleGAN2 generator checkpoint (NVIDIA ADA,
 stylegan3-repository and TensorFlow pickles, rosinality ``.pt``) into the key names of
 stylegan2-ada-pytorch's ``Generator.state_dict()`` and that repository's nested constructor kwargs.
