@@ -1,4 +1,4 @@
-"""Every ```python block of README.md and docs/*.md runs as written; the front page keeps its promises.
+"""Every ```python block of README.md and docs/*.md runs as written; the front page keeps its word.
 
 The rule (also in docs/CONVENTIONS.md): each ```python fence is one test, with an id naming its
 file and first line (``README.md:42``). It runs in a fresh interpreter from an empty temporary
