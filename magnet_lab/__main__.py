@@ -335,7 +335,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--cutoff", type=int, default=None, help="StyleGAN2: layers truncated")
     b.add_argument("--precision", default="highest", choices=["highest", "tf32", "bf16"],
                    help="arithmetic of the Jacobian products (spectra.PRECISIONS; tf32/bf16 "
-                        "need --dtype float32, are faster on GPUs and cost accuracy: README)")
+                        "need --dtype float32, are faster on GPUs and cost accuracy: "
+                        "docs/performance.md)")
     b.add_argument("--noise-mode", default=None, choices=["const", "random", "none"],
                    help="StyleGAN2: noise (random needs --noise-seed)")
     b.add_argument("--noise-seed", type=int, default=None)

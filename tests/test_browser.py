@@ -38,7 +38,7 @@ def _chromium() -> str:
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
-        pytest.skip("playwright is not installed (scripts/setup.sh installs it from environment.yml)")
+        pytest.skip("playwright is not installed (the browser extra: pip install -e '.[browser]')")
     for candidate in (os.environ.get("MAGNET_LAB_CHROMIUM"), shutil.which("chromium"),
                       "/usr/bin/chromium", shutil.which("chromium-browser")):
         if candidate and os.access(candidate, os.X_OK):
