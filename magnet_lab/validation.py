@@ -51,8 +51,7 @@ def check_int(name: str, value: Any, *, low: int | None = None, high: int | None
     if value is None and optional:
         return None
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        kind = "an integer or None" if optional else "an integer"
-        raise ArgumentTypeError(f"{name} must be {kind}, got {value!r} "
+        raise ArgumentTypeError(f"{name} must be an integer, got {value!r} "
                                 f"({type(value).__name__})")
     if low is not None and value < low:
         raise ValueError(f"{name} must be >= {low}, got {name}={value!r}")

@@ -32,7 +32,7 @@ Use::
     img = G(z, psi=0.7, cutoff=8, noise_mode="const")   # [B, 3, 1024, 1024], roughly [-1, 1]
     ws = G.mapping(z, c, psi, cutoff); img = G.synthesis(ws, "random", noise_seed=0)
     Gt = G.with_options(psi=0.7, noise_mode="none")     # Gt(z) is what spectra differentiates
-    log_sv = spectra.log_singular_values(Gt, z, method="projected")
+    log_sv = spectra.log_singular_values(Gt, z, spectra.SpectraOptions("projected"))
 
 'random' noise is seeded only (``noise_seed``) and drawn with NumPy, so it is reproducible, works
 under vmap, and is not the official (unseeded torch) noise; rows of a batch get different noise.

@@ -20,7 +20,7 @@ Generator = Callable[..., Tensor]
 PRECISIONS = ("highest", "tf32", "bf16")
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(eq=False)  # counters are told apart by identity
 class ProductCount:
     """Products evaluated inside a ``count_products()`` block, in rows (directions × latents):
     ``jvp`` Jacobian-vector products J·v, ``vjp`` vector-Jacobian products uᵀ·J."""
