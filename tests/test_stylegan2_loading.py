@@ -56,7 +56,8 @@ def test_run_options_are_those_of_the_official_call(ada_pkl):
 def test_spectra_of_a_loaded_pickle_match_the_autograd_jacobian(ada_pkl):
     G = magnet_lab.load_generator(ada_pkl, dtype=torch.float64, psi=0.7)
     z = Z.double()
-    log_sv = spectra.log_singular_values(G, z, speed=spectra.SpeedOptions(progress=False))  # [3, 8]
+    quiet = spectra.SpeedOptions(progress=False)
+    log_sv = spectra.log_singular_values(G, z, speed=quiet)  # [3, 8]
     with torch.no_grad():  # z is normalised first: the radial direction is in J's null space
         Jz = torch.func.jvp(G, (z,), (z,))[1]
     assert Jz.abs().max() <= 1e-9 * G(z).abs().max()
