@@ -119,7 +119,7 @@ def main() -> None:
     G = StyleGAN2Generator(512, 0, 512, args.res, 3, synthesis_kwargs=dict(
         channel_base=args.channel_base, channel_max=args.channel_max))
     G = G.to(dev).eval().requires_grad_(False)
-    G64 = StyleGAN2Generator(**G._kwargs).to(dev, f64).eval().requires_grad_(False)
+    G64 = StyleGAN2Generator(**G.config()).to(dev, f64).eval().requires_grad_(False)
     G64.load_state_dict(G.state_dict())
     z = sampling.gaussian_latents(args.latents, 512, seed=args.seed + 1).to(dev)  # [N, 512]
     D, d = 3 * args.res ** 2, 512

