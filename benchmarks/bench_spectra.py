@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from magnet_lab.provenance import write_results
-from magnet_lab.spectra import log_singular_values, memory_plan
+from magnet_lab.spectra import SpectraOptions, SpeedOptions, log_singular_values, memory_plan
 
 
 class ConvGenerator(nn.Module):
@@ -75,20 +75,21 @@ def main() -> None:
     G = ConvGenerator(args.z_dim, args.width).to(args.device, dtype).eval()
     z = torch.randn(args.batch, args.z_dim, generator=torch.Generator().manual_seed(args.seed))
     z = z.to(args.device, dtype)
-    common = dict(progress=False, seed=args.seed,
-                  memory=None if args.memory is None else args.memory << 20)
+    speed = SpeedOptions(progress=False,
+                         memory=None if args.memory is None else args.memory << 20)
     runs = {
-        "exact": dict(method="exact"),
-        "projected": dict(method="projected", proj_dim=args.proj_dim),
-        "topk": dict(method="topk", k=args.k, oversample=args.oversample, tol=args.tol),
+        "exact": SpectraOptions("exact", seed=args.seed),
+        "projected": SpectraOptions("projected", proj_dim=args.proj_dim, seed=args.seed),
+        "topk": SpectraOptions("topk", k=args.k, oversample=args.oversample, tol=args.tol,
+                               seed=args.seed),
     }
     results = {}
-    for name, kw in runs.items():
-        plan = memory_plan(G, z, **kw, seed=args.seed, memory=common["memory"])
+    for name, options in runs.items():
+        plan = memory_plan(G, z, options, speed=speed)
         if args.device == "cuda":
             torch.cuda.reset_peak_memory_stats()
             start = torch.cuda.memory_allocated()
-        seconds, log_sv = _best_time(lambda: log_singular_values(G, z, **kw, **common),
+        seconds, log_sv = _best_time(lambda: log_singular_values(G, z, options, speed=speed),
                                      args.repeats, args.device)
         results[name] = {"seconds": seconds, "log_sv": log_sv, "chunk": plan.chunk,
                          "block": plan.block, "estimate_mib": plan.estimate / 2**20,

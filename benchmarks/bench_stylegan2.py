@@ -29,7 +29,6 @@ in float64; of ``topk``, ``exact`` in float64 where it fits, else ``topk`` in fl
 from __future__ import annotations
 
 import argparse
-import contextlib
 import platform
 import time
 
@@ -60,29 +59,6 @@ def _timed(fn, device: str, repeats: int) -> tuple[float, torch.Tensor, float | 
         best = min(best, time.perf_counter() - t0)
     peak = (torch.cuda.max_memory_allocated() - base) / 2**20 if device == "cuda" else None
     return best, out, peak
-
-
-@contextlib.contextmanager
-def _counting_products():
-    """Count the JVP and VJP rows (directions × latents) ``spectra`` evaluates inside the block:
-    yields a one-element list holding the running count."""
-    count = [0]
-    jvps, vjps = spectra._jvps, spectra._vjps
-
-    def counted_jvps(f, z_c, tangent, n, block):
-        count[0] += n * len(z_c)
-        return jvps(f, z_c, tangent, n, block)
-
-    def counted_vjps(vjp_fn, cotangent, n, block):
-        out = vjps(vjp_fn, cotangent, n, block)  # [n, c, d]
-        count[0] += n * out.shape[1]
-        return out
-
-    spectra._jvps, spectra._vjps = counted_jvps, counted_vjps
-    try:
-        yield count
-    finally:
-        spectra._jvps, spectra._vjps = jvps, vjps
 
 
 def baseline_log_sv(G: torch.nn.Module, z: torch.Tensor, P: torch.Tensor) -> torch.Tensor:
@@ -143,11 +119,15 @@ def main() -> None:
     G = StyleGAN2Generator(512, 0, 512, args.res, 3, synthesis_kwargs=dict(
         channel_base=args.channel_base, channel_max=args.channel_max))
     G = G.to(dev).eval().requires_grad_(False)
-    G64 = StyleGAN2Generator(**G._kwargs).to(dev, f64).eval().requires_grad_(False)
+    G64 = StyleGAN2Generator(**G.config()).to(dev, f64).eval().requires_grad_(False)
     G64.load_state_dict(G.state_dict())
     z = sampling.gaussian_latents(args.latents, 512, seed=args.seed + 1).to(dev)  # [N, 512]
     D, d = 3 * args.res ** 2, 512
-    common = dict(progress=False, seed=args.seed)
+    quiet = spectra.SpeedOptions(progress=False)
+    options = {  # what each estimator computes (SpectraOptions); speed options apart
+        "projected": spectra.SpectraOptions("projected", proj_dim=args.proj_dim, seed=args.seed),
+        "exact": spectra.SpectraOptions("exact", k=args.k, seed=args.seed),
+        "topk": spectra.SpectraOptions("topk", k=args.k, seed=args.seed)}
     P = spectra.projection_matrix(D, args.proj_dim, args.seed, f32, dev)  # [proj_dim, D]
     hw = torch.cuda.get_device_name() if dev == "cuda" else f"{platform.processor() or 'cpu'}"
     print(f"StyleGAN2 {args.res}² config channel_base={args.channel_base} "
@@ -155,17 +135,18 @@ def main() -> None:
           f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
 
     t0 = time.perf_counter()
-    ref_proj = spectra.log_singular_values(G64, z.double(), method="projected",
-                                           proj_dim=args.proj_dim, **common)  # [N, proj_dim]
+    ref_proj = spectra.log_singular_values(G64, z.double(), options["projected"],
+                                           speed=quiet)  # [N, proj_dim]
     exact_fits = D * d * 8 * 3 <= args.exact_mib << 20
-    ref_top = (spectra.log_singular_values(G64, z.double(), method="exact", k=args.k, **common)
+    ref_top = (spectra.log_singular_values(G64, z.double(), options["exact"], speed=quiet)
                if exact_fits else
-               spectra.log_singular_values(G64, z.double(), method="topk", k=args.k, tol=1e-9,
-                                           max_iter=200, **common))
+               spectra.log_singular_values(G64, z.double(),
+                                           options["topk"].replace(tol=1e-9, max_iter=200),
+                                           speed=quiet))
     print(f"float64 references: {time.perf_counter() - t0:.1f} s "
           f"(topk reference: {'exact' if exact_fits else 'topk tol 1e-9'})")
 
-    with torch.no_grad(), spectra._precision_flags("highest"):
+    with torch.no_grad(), spectra.precision_flags("highest"):
         G(z)  # warm-up
         fwd_s, _, _ = _timed(lambda: G(z), dev, args.repeats)
     fwd = fwd_s / len(z)
@@ -174,33 +155,34 @@ def main() -> None:
         runs["baseline"] = (lambda: baseline_log_sv(G, z, P), ref_proj, "highest")
     for prec in precisions if "projected" in methods else []:
         runs[f"projected[{prec}]"] = (lambda p=prec: spectra.log_singular_values(
-            G, z, method="projected", proj_dim=args.proj_dim, precision=p, **common),
-            ref_proj, prec)
+            G, z, options["projected"].replace(precision=p), speed=quiet), ref_proj, prec)
     tols = [float(t) for t in args.tol.split(",")]
     for tol in tols if "topk" in methods else []:
         runs["topk" if len(tols) == 1 else f"topk[tol={tol:g}]"] = (
-            lambda t=tol: spectra.log_singular_values(G, z, method="topk", k=args.k, tol=t,
-                                                      **common), ref_top, "highest")
+            lambda t=tol: spectra.log_singular_values(G, z, options["topk"].replace(tol=t),
+                                                      speed=quiet), ref_top, "highest")
     if "exact" in methods and exact_fits:
-        runs["exact"] = (lambda: spectra.log_singular_values(G, z, method="exact", **common),
-                         ref_top, "highest")
+        every = options["exact"].replace(k=None)  # all singular values, as timed before
+        runs["exact"] = (lambda: spectra.log_singular_values(G, z, every, speed=quiet), ref_top,
+                         "highest")
 
     results: dict[str, dict] = {}
     for name, (fn, ref, prec) in runs.items():
         flags = "highest" if name == "baseline" else prec  # the baseline runs without TF32 too
-        with spectra._precision_flags(flags):
-            with _counting_products() as count:
+        with spectra.precision_flags(flags):
+            with spectra.count_products() as count:
                 fn()  # warm-up: pays the cached P, counts the products
             seconds, lsv, peak = _timed(fn, dev, args.repeats)
         per = seconds / len(z)
-        products = args.proj_dim if name == "baseline" else count[0] / len(z)
+        products = args.proj_dim if name == "baseline" else count.total / len(z)
         res = {"s_per_latent": per, "products_per_latent": products,
                "forward_equivalents": per / fwd, "peak_mib": peak,
                **_accuracy(lsv, ref, args.k, args.seed)}
         if name.startswith(("projected", "topk", "exact")):
-            kw = dict(method=name.split("[")[0], k=args.k if name.startswith("topk") else None,
-                      proj_dim=args.proj_dim, precision=prec, seed=args.seed)
-            plan = spectra.memory_plan(G, z, **kw)
+            run = spectra.SpectraOptions(name.split("[")[0], proj_dim=args.proj_dim,
+                                         k=args.k if name.startswith("topk") else None,
+                                         precision=prec, seed=args.seed)
+            plan = spectra.memory_plan(G, z, run)
             res.update(chunk=plan.chunk, block=plan.block, estimate_mib=plan.estimate / 2**20)
         results[name] = res
     base = results.get("baseline", {}).get("s_per_latent")

@@ -42,17 +42,17 @@ def main() -> None:
 
     G64 = magnet_lab.load_generator("fmnist-dcgan", dtype=torch.float64)
     z = sampling.gaussian_latents(args.n, G64.z_dim, seed=0, dtype=torch.float64)
-    ref = {m: spectra.log_singular_values(G64, z, method=m, progress=False)
-           for m in ("exact", "projected")}
+    quiet = spectra.SpeedOptions(progress=False)
+    methods = {m: spectra.SpectraOptions(m) for m in ("exact", "projected")}
+    ref = {m: spectra.log_singular_values(G64, z, o, speed=quiet) for m, o in methods.items()}
     acc = {}
     for tf32 in (True, False):
         torch.backends.cudnn.allow_tf32 = tf32
         torch.backends.cuda.matmul.allow_tf32 = tf32
         for dtype in (torch.float64, torch.float32):
             G = magnet_lab.load_generator("fmnist-dcgan", device="cuda", dtype=dtype)
-            for m in ("exact", "projected"):
-                got = spectra.log_singular_values(G, z.to("cuda", dtype), method=m,
-                                                  progress=False)
+            for m, options in methods.items():
+                got = spectra.log_singular_values(G, z.to("cuda", dtype), options, speed=quiet)
                 key = f"{m}/{str(dtype)[6:]}/tf32={'on' if tf32 else 'off'}"
                 acc[key] = {"top10": _max_diff(got, ref[m], 10), "all": _max_diff(got, ref[m])}
                 print(f"{key:32s} max|Δ log σ| top-10 {acc[key]['top10']:.2e}, "
@@ -62,12 +62,12 @@ def main() -> None:
 
     G = magnet_lab.load_generator("fmnist-dcgan", device="cuda", dtype=torch.float32)
     zs = sampling.gaussian_latents(args.shard, G.z_dim, seed=1).to("cuda")
-    plan = spectra.memory_plan(G, zs, method="projected")
+    plan = spectra.memory_plan(G, zs, methods["projected"])
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     base = torch.cuda.memory_allocated()
     t0 = time.perf_counter()
-    spectra.log_singular_values(G, zs, method="projected", progress=False)
+    spectra.log_singular_values(G, zs, methods["projected"], speed=quiet)
     torch.cuda.synchronize()
     wall = time.perf_counter() - t0
     peak = torch.cuda.max_memory_allocated() - base
@@ -80,16 +80,16 @@ def main() -> None:
           f"{wall:.1f} s ({wall / args.shard * 1e3:.2f} ms/latent)")
 
     z_small = zs[:256]
-    reference = spectra.log_singular_values(G, z_small, method="projected", chunk=8, block=16,
-                                            progress=False)
+    reference = spectra.log_singular_values(G, z_small, methods["projected"],
+                                            speed=quiet.replace(chunk=8, block=16))
     free, total = torch.cuda.mem_get_info()
     fraction = 1.5 * 2**30 / total  # this process may use about 1.5 GiB of the card
     torch.cuda.empty_cache()
     torch.cuda.set_per_process_memory_fraction(fraction)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        got = spectra.log_singular_values(G, z_small, method="projected", memory=64 * 2**30,
-                                          progress=False)
+        got = spectra.log_singular_values(G, z_small, methods["projected"],
+                                          speed=quiet.replace(memory=64 * 2**30))
     torch.cuda.set_per_process_memory_fraction(1.0)
     retried = [str(w.message) for w in caught if "out of memory" in str(w.message).lower()
                or "retr" in str(w.message).lower()]

@@ -33,12 +33,12 @@ def main() -> None:
 
     G = magnet_lab.load_generator(args.generator, dtype=torch.float64)
     z = sampling.gaussian_latents(args.n, G.z_dim, seed=args.seed, dtype=torch.float64)
-    exact = spectra.log_singular_values(G, z, method="exact")  # [N, d]
-    fixed = spectra.log_singular_values(G, z, method="projected", proj_dim=args.proj_dim,
-                                        seed=args.seed)  # [N, min(proj_dim, d)]
-    fresh = torch.cat([spectra.log_singular_values(G, zb, method="projected",
-                                                   proj_dim=args.proj_dim, seed=args.seed + b,
-                                                   progress=False)
+    projected = spectra.SpectraOptions("projected", proj_dim=args.proj_dim, seed=args.seed)
+    exact = spectra.log_singular_values(G, z)  # [N, d]
+    fixed = spectra.log_singular_values(G, z, projected)  # [N, min(proj_dim, d)]
+    quiet = spectra.SpeedOptions(progress=False)
+    fresh = torch.cat([spectra.log_singular_values(G, zb, projected.replace(seed=args.seed + b),
+                                                   speed=quiet)
                        for b, zb in enumerate(z.split(args.batch))])  # a new P per batch
     n_pick = max(args.n // 4, 1)
     pick = {name: set(sampling.resample(sampling.log_weights(lsv, 1.0, top_k=args.top_k), n_pick,

@@ -142,6 +142,7 @@ def _build_share(args: argparse.Namespace, device: str, worker: tuple[int, int] 
 
     from . import bank, sampling
     from .registry import load_generator
+    from .spectra import SpectraOptions, SpeedOptions
 
     mine = bank.worker_shards(args.n, args.shard_size, worker or (0, 1))
     if not mine:
@@ -164,11 +165,12 @@ def _build_share(args: argparse.Namespace, device: str, worker: tuple[int, int] 
     else:
         z = sampling.gaussian_latents(args.n, G.z_dim, seed=args.seed, dtype=dtype)  # [N, d]
         law = {"law": "gaussian", "seed": args.seed}
+    spectra_options = SpectraOptions(method=args.method, k=args.k, proj_dim=args.proj_dim,
+                                     seed=args.spectra_seed, dtype=dtype,
+                                     precision=args.precision)
     vb = bank.build(G, z.to(device), args.out, shard_size=args.shard_size, generator_id=spec,
                     seeds=seeds, latent_law=law, worker=worker, generator_options=options,
-                    method=args.method, k=args.k, proj_dim=args.proj_dim,
-                    seed=args.spectra_seed, chunk=args.chunk, dtype=dtype,
-                    precision=args.precision)
+                    options=spectra_options, speed=SpeedOptions(chunk=args.chunk))
     print(f"{tag} {len(vb)} latents, log σ {tuple(vb.log_sv.shape)}, "
           f"{len(vb.meta['shards_computed'])} shard(s) computed -> {vb.meta['path']}", flush=True)
     return vb

@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from .metrics import (_BLOCK_BYTES, ALL_METRICS, _check_features, _check_k, _check_metric_names,
-                      _kid_kernel, _point_scores, _rows_per_block)
+from .metrics import (ALL_METRICS, BLOCK_BYTES, check_features, check_k, check_metric_names,
+                      kid_kernel, point_scores, rows_per_block)
 
 __all__ = ["bootstrap_ci", "bootstrap_statistic", "count_ratio_ci", "mean_ci", "spearman_ci"]
 
@@ -105,7 +105,7 @@ def _fid_replicates(real: torch.Tensor, fake: torch.Tensor, c_real: torch.Tensor
         root_r = _sqrtm_psd(_weighted_cov(y_r, c_real[0], n_r[0], d_r[0]))
         z_f, dz_f = y_f @ root_r, d_f @ root_r  # [M, F], [R, F]
     n_rep, n_feat = c_fake.shape[0], fake.shape[1]
-    batch = max(1, _BLOCK_BYTES // (8 * n_feat * n_feat))
+    batch = max(1, BLOCK_BYTES // (8 * n_feat * n_feat))
     for s in range(0, n_rep, batch):
         sym = []
         for b in range(s, min(s + batch, n_rep)):
@@ -124,9 +124,9 @@ def _weighted_kernel_sums(x: torch.Tensor, y: torch.Tensor, c_x: torch.Tensor, c
     """Per replicate, ``c_x K(x, y) c_y`` and (``same``) ``Σ_i c_x,i² K_ii``; K in row blocks."""
     quad = torch.zeros(max(c_x.shape[0], c_y.shape[0]), dtype=torch.float64)
     diag = torch.zeros(c_x.shape[0], dtype=torch.float64)
-    rows = _rows_per_block(y.shape[0], extra_rows=c_y.shape[0])
+    rows = rows_per_block(y.shape[0], extra_rows=c_y.shape[0])
     for s in range(0, x.shape[0], rows):
-        kern = _kid_kernel(x[s:s + rows], y)  # [b, n_y]
+        kern = kid_kernel(x[s:s + rows], y)  # [b, n_y]
         quad += ((c_y @ kern.T) * c_x[:, s:s + rows]).sum(dim=1)
         if same:
             idx = torch.arange(kern.shape[0])
@@ -176,10 +176,10 @@ def bootstrap_ci(real_feats: torch.Tensor, fake_feats: torch.Tensor, *, n_boot: 
     O(n_boot·(M F² + F³)) for FID and O(n_boot·(N+M)²) for KID.
     """
     _check_bootstrap_args(n_boot, level)
-    metrics = _check_metric_names(metrics, ALL_METRICS)
-    real, fake = _check_features(real_feats, fake_feats)
+    metrics = check_metric_names(metrics, ALL_METRICS)
+    real, fake = check_features(real_feats, fake_feats)
     n_real, n_fake = real.shape[0], fake.shape[0]
-    _check_k(n_real, n_fake, k, dc_k, metrics)
+    check_k(n_real, n_fake, k, dc_k, metrics)
 
     gen = torch.Generator().manual_seed(int(seed))
     c_fake = torch.ones(n_boot + 1, n_fake, dtype=torch.float64)  # row 0: the data itself
@@ -192,7 +192,7 @@ def bootstrap_ci(real_feats: torch.Tensor, fake_feats: torch.Tensor, *, n_boot: 
     values: dict[str, torch.Tensor] = {}
     knn = [m for m in metrics if m in ("precision", "recall", "density", "coverage")]
     if knn:
-        scores = _point_scores(real, fake, k, dc_k, knn)
+        scores = point_scores(real, fake, k, dc_k, knn)
         for m in knn:
             counts, n = (c_fake, n_fake) if m in ("precision", "density") else (c_real, n_real)
             values[m] = counts @ scores[m] / n  # [n_boot + 1]

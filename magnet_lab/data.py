@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from . import config
+from .validation import check_int
 
 DEFAULT_FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 
@@ -160,8 +161,7 @@ def image_folder(folder: str | os.PathLike, n: int | None = None, *, size: int |
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise FileNotFoundError(f"real image folder {folder} does not exist")
-    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-        raise ValueError(f"n must be a positive integer or None, got {n!r}")
+    check_int("n", n, low=1, optional=True)
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise FileNotFoundError(f"no {'/'.join(IMAGE_SUFFIXES)} images under {folder}")

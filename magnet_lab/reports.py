@@ -33,7 +33,7 @@ def find_notebook(key: str) -> Path:
     return matches[0]
 
 
-def _same_environment(python: str) -> bool:
+def same_environment(python: str) -> bool:
     """Whether the interpreter path ``python`` belongs to this process's environment.
 
     Compared by folder without resolving symlinks: a venv's ``bin/python`` is a link to the base
@@ -53,7 +53,7 @@ def _kernel_for_this_interpreter() -> str:
         from jupyter_client.kernelspec import KernelSpecManager
 
         spec = KernelSpecManager().get_kernel_spec(KERNEL_NAME)
-        if _same_environment(spec.argv[0]):
+        if same_environment(spec.argv[0]):
             return KERNEL_NAME
     except Exception:  # no such kernel, or an unreadable spec
         pass

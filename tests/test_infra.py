@@ -175,6 +175,6 @@ def test_kernel_of_another_venv_is_not_taken_for_this_one(tmp_path):
     other = tmp_path / "other-venv" / "bin"
     other.mkdir(parents=True)
     (other / "python").symlink_to(os.path.realpath(sys.executable))
-    assert not reports._same_environment(str(other / "python"))
-    assert reports._same_environment(sys.executable)
-    assert not reports._same_environment("python")  # relative: decided by PATH, not by us
+    assert not reports.same_environment(str(other / "python"))
+    assert reports.same_environment(sys.executable)
+    assert not reports.same_environment("python")  # relative: decided by PATH, not by us

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import shutil
 from pathlib import Path
 
@@ -298,3 +299,61 @@ def test_non_finite_weights_are_refused_naming_the_tensor(tmp_path):
     with pytest.raises(ValueError, match=r"x.pt: non-finite \(NaN/inf\) weights in b.bias \(2 of 3\)"):
         check_finite_state(state, tmp_path / "x.pt")
     check_finite_state({"a.weight": torch.ones(3)}, tmp_path / "x.pt")
+
+
+# --------------------------------------------------------------------------- no weights_only advice
+
+ADVICE = re.compile(r"weights_only`? *(set to|=) *`?False|Re-running `torch.load`|will likely succeed")
+
+
+def _chain(err: BaseException) -> list[BaseException]:
+    """err and every exception reachable through __cause__ / __context__."""
+    seen: list[BaseException] = []
+    todo = [err]
+    while todo:
+        e = todo.pop()
+        if e is not None and all(e is not s for s in seen):
+            seen.append(e)
+            todo += [e.__cause__, e.__context__]
+    return seen
+
+
+@pytest.mark.parametrize("kind", ["os.system", "builtins.eval", "builtins.getattr"])
+@pytest.mark.parametrize("wrap", ["bare", "g_ema", "state_dict"])
+def test_refusal_chains_no_advice_to_set_weights_only_false(tmp_path, kind, wrap):
+    """A torch.save'd object referencing a dangerous global is refused by load_generator and
+    read_state_dict with an error whose text, __cause__/__context__ chain and formatted
+    traceback never repeat torch's advice to re-run with weights_only=False."""
+    import traceback
+
+    marker = tmp_path / "ran"
+    obj, name = payload(kind, marker)
+    path = tmp_path / "evil.pt"
+    torch.save({"bare": obj, "g_ema": {"g_ema": obj}, "state_dict": {"w": obj}}[wrap], path)
+    for door in (load_generator, read_state_dict):
+        with pytest.raises(ValueError, match=f"refused to load.*{name.split('.')[-1]}") as info:
+            door(path)
+        assert not any("weights_only" in str(e) for e in _chain(info.value))
+        assert len(_chain(info.value)) == 1  # torch's UnpicklingError is not kept as a cause
+        assert not ADVICE.search("".join(traceback.format_exception(info.value)))
+    assert not marker.exists()
+
+
+def test_refusal_from_the_command_line_carries_no_weights_only_advice(tmp_path):
+    """The CLI's one-line error and its --debug traceback of the same refusal are both clean."""
+    import subprocess
+    import sys
+
+    marker = tmp_path / "ran"
+    obj, _ = payload("os.system", marker)
+    torch.save(obj, tmp_path / "evil.pt")
+    env = {**os.environ, "MAGNET_LAB_PROGRESS": "0", "PYTHONPATH": str(paths.root())}
+    for debug in ([], ["--debug"]):
+        run = subprocess.run([sys.executable, "-m", "magnet_lab", *debug, "bank", "--generator",
+                              str(tmp_path / "evil.pt"), "--n", "2", "--out",
+                              str(tmp_path / "bank")], capture_output=True, text=True, env=env,
+                             timeout=300)
+        assert run.returncode != 0 and "refused to load" in run.stderr
+        assert not ADVICE.search(run.stderr + run.stdout)
+        assert debug or "weights_only" not in run.stderr
+    assert not marker.exists()

@@ -14,8 +14,9 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from magnet_lab.spectra import (MEMORY_ENV, clear_projection_cache, jacobian,
-                                log_singular_values, memory_budget, memory_plan,
+from magnet_lab import spectra
+from magnet_lab.spectra import (MEMORY_ENV, SpectraOptions, SpeedOptions, clear_projection_cache,
+                                jacobian, log_singular_values, memory_budget, memory_plan,
                                 projection_matrix)
 
 F64 = torch.float64
@@ -50,6 +51,29 @@ def _mlp(d: int, D: int, seed: int = 0) -> torch.nn.Module:
     return net.to(F64).eval()
 
 
+def _split(kw: dict) -> tuple[SpectraOptions, SpeedOptions]:
+    """The keyword arguments of a test case as (SpectraOptions, SpeedOptions)."""
+    speed = {k: kw.pop(k) for k in ("chunk", "block", "memory", "progress") if k in kw}
+    return SpectraOptions(**kw), SpeedOptions(**speed)
+
+
+def lsv(G, z: torch.Tensor, c: torch.Tensor | None = None, **kw) -> torch.Tensor:
+    """``log_singular_values`` with the options of a test case given as keywords."""
+    options, speed = _split(kw)
+    return log_singular_values(G, z, options, speed=speed, c=c)
+
+
+def plan_of(G, z: torch.Tensor, **kw) -> spectra.MemoryPlan:
+    """``memory_plan`` with the options of a test case given as keywords."""
+    options, speed = _split(kw)
+    return memory_plan(G, z, options, speed=speed)
+
+
+def jac(G, z: torch.Tensor, mode: str = "auto", **kw) -> torch.Tensor:
+    """``jacobian`` with the speed options given as keywords."""
+    return jacobian(G, z, mode=mode, speed=SpeedOptions(**kw))
+
+
 def _log_svd(M: torch.Tensor) -> torch.Tensor:
     return torch.log(torch.linalg.svdvals(M.to(F64)))
 
@@ -58,7 +82,7 @@ def _log_svd(M: torch.Tensor) -> torch.Tensor:
 def test_exact_linear_equals_log_svd_of_W(D, d, out_shape):
     W = _gaussian(D, d, seed=1)
     z = _gaussian(4, d, seed=2)
-    log_sv = log_singular_values(_linear(W, out_shape), z, progress=False)
+    log_sv = lsv(_linear(W, out_shape), z, progress=False)
     assert log_sv.shape == (4, min(D, d)) and log_sv.dtype == F64 and log_sv.device.type == "cpu"
     torch.testing.assert_close(log_sv, _log_svd(W).expand(4, -1), atol=1e-10, rtol=0)
 
@@ -73,7 +97,7 @@ def test_topk_linear_top3_within_relative_tolerance(spectrum):
     z = _gaussian(3, 40, seed=4)
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # no "did not settle" warning
-        log_sv = log_singular_values(_linear(W), z, method="topk", k=3, tol=1e-6, progress=False)
+        log_sv = lsv(_linear(W), z, method="topk", k=3, tol=1e-6, progress=False)
     rel = (log_sv - torch.log(torch.tensor(spectrum[:3], dtype=F64))).exp() - 1
     assert log_sv.shape == (3, 3)
     assert rel.abs().max() < 1e-6
@@ -81,8 +105,8 @@ def test_topk_linear_top3_within_relative_tolerance(spectrum):
 
 def test_topk_mlp_matches_exact_top3():
     net, z = _mlp(10, 30), _gaussian(4, 10, seed=5)
-    exact = log_singular_values(net, z, progress=False)
-    topk = log_singular_values(net, z, method="topk", k=3, oversample=2, tol=1e-10,
+    exact = lsv(net, z, progress=False)
+    topk = lsv(net, z, method="topk", k=3, oversample=2, tol=1e-10,
                                progress=False)
     torch.testing.assert_close(topk, exact[:, :3], atol=1e-8, rtol=0)
 
@@ -92,32 +116,20 @@ def test_topk_top30_to_1e6_in_fewer_products_than_subspace_iteration_could(monke
     within 1e-6 relative of the closed form in fewer JVP + VJP products than the block subspace
     iteration it replaced needed at its earliest stop (k + oversample = 40 directions: 40 JVPs
     for the range, then two sweeps of 40 VJPs + 40 JVPs before a first comparison = 160)."""
-    from magnet_lab import spectra
-
-    counts = {"jvp": 0, "vjp": 0}
-    jvps, vjps = spectra._jvps, spectra._vjps
-
-    def counting(kind, fn):
-        def wrapped(*args):
-            counts[kind] += args[-2]  # n: directions pushed per latent
-            return fn(*args)
-        return wrapped
-
-    monkeypatch.setattr(spectra, "_jvps", counting("jvp", jvps))
-    monkeypatch.setattr(spectra, "_vjps", counting("vjp", vjps))
     sv = [0.95 ** j for j in range(200)]
     W = _matrix_with_spectrum(sv, D=300, seed=21)
-    log_sv = log_singular_values(_linear(W), _gaussian(1, 200, seed=22), method="topk", k=30,
-                                 tol=1e-4, progress=False)
+    with spectra.count_products() as counts:
+        log_sv = lsv(_linear(W), _gaussian(1, 200, seed=22), method="topk", k=30, tol=1e-4,
+                     progress=False)
     rel = (log_sv - torch.log(torch.tensor(sv[:30], dtype=F64))).exp() - 1
     assert rel.abs().max() < 1e-6
-    assert counts["jvp"] == counts["vjp"] and counts["jvp"] + counts["vjp"] < 160
+    assert counts.jvp == counts.vjp and 0 < counts.total < 160
 
 
 def test_topk_warns_when_max_iter_too_small():
     W = _matrix_with_spectrum([0.98 ** j for j in range(40)], D=60, seed=6)
     with pytest.warns(RuntimeWarning, match="did not settle"):
-        log_singular_values(_linear(W), _gaussian(2, 40, seed=7), method="topk", k=3,
+        lsv(_linear(W), _gaussian(2, 40, seed=7), method="topk", k=3,
                             oversample=1, tol=1e-12, max_iter=3, progress=False)
 
 
@@ -125,7 +137,7 @@ def test_topk_warns_when_max_iter_too_small():
 def test_projected_linear_equals_log_svd_of_PW(D, d, proj_dim):
     W = _gaussian(D, d, seed=8)
     z = _gaussian(3, d, seed=9)
-    log_sv = log_singular_values(_linear(W), z, method="projected", proj_dim=proj_dim, seed=11,
+    log_sv = lsv(_linear(W), z, method="projected", proj_dim=proj_dim, seed=11,
                                  progress=False)
     P = projection_matrix(D, proj_dim, seed=11)
     assert log_sv.shape == (3, min(proj_dim, d))
@@ -134,8 +146,8 @@ def test_projected_linear_equals_log_svd_of_PW(D, d, proj_dim):
 
 def test_projected_top_k_keeps_leading_values():
     W, z = _gaussian(40, 8, seed=8), _gaussian(2, 8, seed=9)
-    full = log_singular_values(_linear(W), z, method="projected", proj_dim=16, progress=False)
-    top = log_singular_values(_linear(W), z, method="projected", proj_dim=16, k=3,
+    full = lsv(_linear(W), z, method="projected", proj_dim=16, progress=False)
+    top = lsv(_linear(W), z, method="projected", proj_dim=16, k=3,
                               progress=False)
     assert torch.equal(top, full[:, :3])
 
@@ -175,9 +187,9 @@ def test_precision_highest_float32_and_bf16_against_the_float64_closed_form():
     W = _matrix_with_spectrum(sv, 64, seed=3)
     G, z = _linear(W), _gaussian(6, 5, seed=4)
     want = torch.log(torch.tensor(sv, dtype=F64)).expand(6, -1)
-    highest = log_singular_values(G, z.float(), progress=False)
-    bf16 = log_singular_values(G, z.float(), progress=False, precision="bf16")
-    tf32 = log_singular_values(G, z.float(), progress=False, precision="tf32")
+    highest = lsv(G, z.float(), progress=False)
+    bf16 = lsv(G, z.float(), progress=False, precision="bf16")
+    tf32 = lsv(G, z.float(), progress=False, precision="tf32")
     err_hi, err_bf = (highest - want).abs().max(), (bf16 - want).abs().max()
     assert err_hi < 1e-5
     assert 1e-4 < err_bf < 0.05
@@ -195,16 +207,16 @@ def test_precision_switches_tf32_off_for_the_call_and_restores_the_flags():
 
     z = _gaussian(3, 2, seed=0).float()
     before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    log_singular_values(G, z, progress=False)
+    lsv(G, z, progress=False)
     assert seen and set(seen) == {(False, False)}
     seen.clear()
-    log_singular_values(G, z, progress=False, precision="tf32")
+    lsv(G, z, progress=False, precision="tf32")
     assert set(seen) == {(True, True)}
     assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == before
     with pytest.raises(ValueError, match="float32 option"):
-        log_singular_values(G, z.double(), progress=False, precision="bf16")
+        lsv(G, z.double(), progress=False, precision="bf16")
     with pytest.raises(ValueError, match="unknown precision"):
-        log_singular_values(G, z, progress=False, precision="fp8")
+        lsv(G, z, progress=False, precision="fp8")
     assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == before
 
 
@@ -212,8 +224,8 @@ def test_exact_mlp_equals_autograd_jacobian_svd():
     net, z = _mlp(6, 20), _gaussian(5, 6, seed=12)
     J_ref = torch.stack([torch.autograd.functional.jacobian(lambda x: net(x[None])[0], zi)
                          for zi in z])  # [B, D, d]
-    torch.testing.assert_close(jacobian(net, z, progress=False), J_ref, atol=1e-12, rtol=0)
-    log_sv = log_singular_values(net, z, progress=False)
+    torch.testing.assert_close(jac(net, z, progress=False), J_ref, atol=1e-12, rtol=0)
+    log_sv = lsv(net, z, progress=False)
     torch.testing.assert_close(log_sv, _log_svd(J_ref), atol=1e-10, rtol=0)
 
 
@@ -223,11 +235,11 @@ def test_chunking_does_not_change_results(method):
     # topk: 5 = 3 + 2 of 6 directions, so the iteration (and each latent's stop) matters
     kw = dict(method=method, k=3 if method == "topk" else None, oversample=2, tol=1e-8,
               proj_dim=8, progress=False)
-    runs = [log_singular_values(net, z, chunk=c, block=b, **kw)
+    runs = [lsv(net, z, chunk=c, block=b, **kw)
             for c, b in [(None, None), (1, 1), (3, 2), (None, 3), (2, None)]]
-    plan = memory_plan(net, z, memory=120_000, **{k: v for k, v in kw.items() if k != "progress"})
+    plan = plan_of(net, z, memory=120_000, **{k: v for k, v in kw.items() if k != "progress"})
     assert plan.chunk * plan.block < len(z) * 8  # the small budget really splits the work
-    runs.append(log_singular_values(net, z, memory=120_000, **kw))
+    runs.append(lsv(net, z, memory=120_000, **kw))
     for other in runs[1:]:
         torch.testing.assert_close(other, runs[0], atol=1e-12, rtol=0)
 
@@ -236,46 +248,42 @@ def test_cpu_plan_caps_chunk_to_cache_sized_calls(monkeypatch):
     """On a CPU the budget's chunk is capped so chunk·block·(bytes per direction) stays near
     _CPU_CALL_BYTES (big vmapped calls ran ~2× slower), down to 1 latent; a given chunk wins and
     results do not change (test_chunking_does_not_change_results)."""
-    from magnet_lab import spectra
-
     net, z = _mlp(6, 20), _gaussian(64, 6, seed=13)
-    free = memory_plan(net, z)
+    free = plan_of(net, z)
     assert free.chunk == 64  # the whole batch fits the budget
-    monkeypatch.setattr(spectra, "_CPU_CALL_BYTES", 40 * free.block * free.per_direction)
-    assert memory_plan(net, z).chunk == 40
-    monkeypatch.setattr(spectra, "_CPU_CALL_BYTES", 1)
-    assert memory_plan(net, z).chunk == 1
-    assert memory_plan(net, z, chunk=64).chunk == 64
+    monkeypatch.setattr(spectra.memory, "CPU_CALL_BYTES", 40 * free.block * free.per_direction)
+    assert plan_of(net, z).chunk == 40
+    monkeypatch.setattr(spectra.memory, "CPU_CALL_BYTES", 1)
+    assert plan_of(net, z).chunk == 1
+    assert plan_of(net, z, chunk=64).chunk == 64
 
 
 def test_cpu_plan_runs_big_reverse_mode_rows_as_plain_vjps(monkeypatch):
     """On a CPU, reverse mode with big rows (>= _CPU_PLAIN_VJP_BYTES a direction) runs block 1,
     plain VJPs without vmap, over chunks holding _CPU_VJP_CALL_BYTES of rows; small rows, forward
     mode and a given block or chunk are left alone; results do not change."""
-    from magnet_lab import spectra
-
     net, z = _mlp(6, 20), _gaussian(8, 6, seed=15)
     kw = dict(method="projected", proj_dim=6)  # d = proj_dim: 6 VJPs a latent
-    free = memory_plan(net, z, **kw)
+    free = plan_of(net, z, **kw)
     assert (free.chunk, free.block) == (8, 6)  # a tiny net's rows stay vmapped
-    ref = log_singular_values(net, z, progress=False, **kw)
-    monkeypatch.setattr(spectra, "_CPU_PLAIN_VJP_BYTES", 1)
-    monkeypatch.setattr(spectra, "_CPU_VJP_CALL_BYTES", 3 * free.per_direction)
-    plan = memory_plan(net, z, **kw)
+    ref = lsv(net, z, progress=False, **kw)
+    monkeypatch.setattr(spectra.memory, "CPU_PLAIN_VJP_BYTES", 1)
+    monkeypatch.setattr(spectra.memory, "CPU_VJP_CALL_BYTES", 3 * free.per_direction)
+    plan = plan_of(net, z, **kw)
     assert (plan.chunk, plan.block) == (3, 1)
-    assert memory_plan(net, z, block=4, **kw).block == 4
-    assert (memory_plan(net, z, chunk=5, **kw).chunk, memory_plan(net, z, chunk=5, **kw).block) \
+    assert plan_of(net, z, block=4, **kw).block == 4
+    assert (plan_of(net, z, chunk=5, **kw).chunk, plan_of(net, z, chunk=5, **kw).block) \
         == (5, 1)
-    assert memory_plan(net, z, method="exact").block == 6  # D > d: 6 JVPs, forward mode
-    torch.testing.assert_close(log_singular_values(net, z, progress=False, **kw), ref,
+    assert plan_of(net, z, method="exact").block == 6  # D > d: 6 JVPs, forward mode
+    torch.testing.assert_close(lsv(net, z, progress=False, **kw), ref,
                                atol=1e-12, rtol=0)
 
 
 @pytest.mark.parametrize("D, d", [(20, 6), (4, 9)])
 def test_forward_and_reverse_jacobians_agree(D, d):
     net, z = _mlp(d, D), _gaussian(3, d, seed=14)
-    J_fwd = jacobian(net, z, mode="forward", chunk=2, progress=False)
-    J_rev = jacobian(net, z, mode="reverse", block=3, progress=False)
+    J_fwd = jac(net, z, mode="forward", chunk=2, progress=False)
+    J_rev = jac(net, z, mode="reverse", block=3, progress=False)
     assert J_fwd.shape == (3, D, d)
     torch.testing.assert_close(J_fwd, J_rev, atol=1e-12, rtol=0)
 
@@ -285,8 +293,8 @@ def test_float32_run_close_to_float64_and_returns_float64(method):
     net, z = _mlp(6, 20), _gaussian(4, 6, seed=15)
     kw = dict(method=method, k=3 if method == "topk" else None, proj_dim=8, tol=1e-5,
               progress=False)
-    ref = log_singular_values(net, z, **kw)
-    out = log_singular_values(net.float(), z, dtype=torch.float32, **kw)
+    ref = lsv(net, z, **kw)
+    out = lsv(net.float(), z, dtype=torch.float32, **kw)
     assert out.dtype == F64 and ref.dtype == F64
     torch.testing.assert_close(out, ref, atol=1e-4, rtol=0)
     assert (out - ref).abs().max() > 0  # really ran in float32
@@ -295,14 +303,14 @@ def test_float32_run_close_to_float64_and_returns_float64(method):
 @pytest.mark.parametrize("method", ["exact", "projected"])
 def test_rank_deficient_map_gives_minus_inf_not_nan(method):
     W = _matrix_with_spectrum([3.0, 2.0, 1.0, 0.0], D=10, seed=16)
-    log_sv = log_singular_values(_linear(W), _gaussian(2, 4, seed=17), method=method,
+    log_sv = lsv(_linear(W), _gaussian(2, 4, seed=17), method=method,
                                  proj_dim=6, progress=False)
     assert not torch.isnan(log_sv).any()
     assert torch.isneginf(log_sv[:, -1]).all() and torch.isfinite(log_sv[:, :-1]).all()
 
 
 def test_zero_jacobian_gives_all_minus_inf():
-    log_sv = log_singular_values(lambda z: torch.zeros(len(z), 5, dtype=z.dtype),
+    log_sv = lsv(lambda z: torch.zeros(len(z), 5, dtype=z.dtype),
                                  _gaussian(2, 3, seed=18), progress=False)
     assert torch.isneginf(log_sv).all()
 
@@ -352,12 +360,12 @@ def _blows_up_at_second(z):
 ])
 def test_bad_input_raises_naming_the_problem(G, z, kw, err, match):
     with pytest.raises(err, match=match):
-        log_singular_values(G, z, progress=False, **kw)
+        lsv(G, z, progress=False, **kw)
 
 
 def test_bad_mode_and_projection_sizes_raise():
     with pytest.raises(ValueError, match="unknown mode 'sideways'"):
-        jacobian(_G, _Z, mode="sideways")
+        jac(_G, _Z, mode="sideways")
     with pytest.raises(ValueError, match="proj_dim=20 exceeds the output dimension D=10"):
         projection_matrix(10, 20, seed=0)
 
@@ -365,17 +373,20 @@ def test_bad_mode_and_projection_sizes_raise():
 def test_training_mode_module_warns():
     net = _mlp(4, 6).train()
     with pytest.warns(UserWarning, match="training mode"):
-        log_singular_values(net, _Z, progress=False)
+        lsv(net, _Z, progress=False)
 
 
 def test_progress_bar_follows_argument_and_environment(monkeypatch, capsys):
     monkeypatch.setenv("MAGNET_LAB_PROGRESS", "0")
-    log_singular_values(_G, _Z)
+    lsv(_G, _Z)
     assert "latent" not in capsys.readouterr().err
-    log_singular_values(_G, _Z, progress=True)
+    lsv(_G, _Z, progress=True)  # the switch silences every bar (config.progress_enabled)
+    assert "latent" not in capsys.readouterr().err
+    monkeypatch.delenv("MAGNET_LAB_PROGRESS")
+    lsv(_G, _Z, progress=True)
     assert "log_sv[exact]" in capsys.readouterr().err
     monkeypatch.setenv("MAGNET_LAB_PROGRESS", "1")
-    log_singular_values(_G, _Z, progress=False)
+    lsv(_G, _Z, progress=False)
     assert "latent" not in capsys.readouterr().err
 
 
@@ -389,19 +400,19 @@ def test_memory_budget_argument_then_environment_then_default(monkeypatch):
     assert memory_budget("cpu", memory=12345) == 12345  # the argument wins
     monkeypatch.setenv(MEMORY_ENV, "lots")
     with pytest.raises(ValueError, match="MAGNET_LAB_SPECTRA_MEMORY='lots' is not a memory size"):
-        log_singular_values(_mlp(4, 6), _Z, progress=False)
+        lsv(_mlp(4, 6), _Z, progress=False)
 
 
 @pytest.mark.parametrize("method", ["exact", "projected", "topk"])
 def test_plan_estimate_fits_budget_and_shrinks_with_it(method):
     net, z = _mlp(6, 20), _gaussian(64, 6, seed=21)
     kw = dict(method=method, k=3 if method == "topk" else None, proj_dim=8)
-    big, small = (memory_plan(net, z, memory=m, **kw) for m in (1 << 24, 100_000))
+    big, small = (plan_of(net, z, memory=m, **kw) for m in (1 << 24, 100_000))
     for plan in (big, small):
         assert plan.per_direction > 0 and plan.per_latent > 0
         assert plan.estimate <= plan.budget
     assert big.chunk == 64 and small.chunk * small.block < big.chunk * big.block
-    given = memory_plan(net, z, chunk=5, block=2, **kw)  # the user's sizes win, no probe
+    given = plan_of(net, z, chunk=5, block=2, **kw)  # the user's sizes win, no probe
     assert (given.chunk, given.block, given.per_direction) == (5, 2, 0)
 
 
@@ -433,12 +444,12 @@ def test_out_of_memory_retries_with_smaller_sizes_and_matches_reference(method):
     net, z = _mlp(6, 20), _gaussian(7, 6, seed=22)
     kw = dict(method=method, k=3 if method == "topk" else None, oversample=2, tol=1e-8,
               proj_dim=8, progress=False)
-    ref = log_singular_values(net, z, chunk=1, block=1, **kw)
+    ref = lsv(net, z, chunk=1, block=1, **kw)
     # more than 6 latent-directions (or latents) in one op are refused, so chunk=7, block=8
     # fails and is halved down to block 1, then to chunk 3
     with _RefuseLargeBatches(6, net) as refuse, pytest.warns(RuntimeWarning,
                                                               match="finished with chunk="):
-        out = log_singular_values(net, z, chunk=7, block=8, **kw)
+        out = lsv(net, z, chunk=7, block=8, **kw)
     assert refuse.refused > 0 and out.shape == ref.shape
     torch.testing.assert_close(out, ref, atol=1e-12, rtol=0)
 
@@ -446,13 +457,13 @@ def test_out_of_memory_retries_with_smaller_sizes_and_matches_reference(method):
 def test_out_of_memory_at_one_latent_one_direction_and_other_errors_propagate():
     net, z = _mlp(6, 20), _gaussian(3, 6, seed=23)
     with _RefuseLargeBatches(0, net), pytest.raises(RuntimeError, match="can't allocate memory"):
-        log_singular_values(net, z, chunk=1, block=1, progress=False)
+        lsv(net, z, chunk=1, block=1, progress=False)
 
     def broken(x):
         raise RuntimeError("shape mismatch in layer 3")
     calls = []
     with pytest.raises(RuntimeError, match="shape mismatch"):
-        log_singular_values(lambda x: broken(x) if calls else calls.append(1) or net(x), z,
+        lsv(lambda x: broken(x) if calls else calls.append(1) or net(x), z,
                             chunk=3, block=6, progress=False)
 
 
@@ -464,7 +475,7 @@ def test_default_1024_latent_dcgan_shard_plan_fits_budget_and_rss_stays_bounded(
     import magnet_lab
     G = magnet_lab.load_generator("fmnist-dcgan")
     z = torch.randn(1024, G.z_dim, generator=torch.Generator().manual_seed(0))
-    plan = memory_plan(G, z, method="projected")
+    plan = plan_of(G, z, method="projected")
     assert plan.budget == memory_budget("cpu") and plan.estimate <= plan.budget
     # d = 32 < proj_dim = 128: P·J comes from the 32 JVPs of J (forward mode), all in one block
     assert plan.block == G.z_dim and 1 <= plan.chunk < 1024
@@ -473,19 +484,22 @@ def test_default_1024_latent_dcgan_shard_plan_fits_budget_and_rss_stays_bounded(
     script = textwrap.dedent("""
         import sys, torch
         import magnet_lab
-        from magnet_lab.spectra import log_singular_values, memory_plan
+        from magnet_lab.spectra import (SpectraOptions, SpeedOptions, log_singular_values,
+                                        memory_plan)
+        projected = SpectraOptions("projected")
         torch.set_num_threads(1)
         G = magnet_lab.load_generator("fmnist-dcgan")
         z = torch.randn(64, G.z_dim, generator=torch.Generator().manual_seed(0))
         budget = 256 << 20
-        chunk = memory_plan(G, z, method="projected", memory=budget).chunk
-        log_singular_values(G, z[:2], method="projected", progress=False, chunk=1, block=16)
+        chunk = memory_plan(G, z, projected, speed=SpeedOptions(memory=budget)).chunk
+        log_singular_values(G, z[:2], projected,
+                            speed=SpeedOptions(progress=False, chunk=1, block=16))
         kib = lambda key: int(next(l.split()[1] for l in open("/proc/self/status")
                                    if l.startswith(key)))
         before = kib("VmRSS:") << 10
         open("/proc/self/clear_refs", "w").write("5")  # reset the peak (VmHWM) to the current RSS
-        out = log_singular_values(G, z[:2 * chunk], method="projected", progress=False,
-                                  memory=budget)
+        out = log_singular_values(G, z[:2 * chunk], projected,
+                                  speed=SpeedOptions(progress=False, memory=budget))
         grown = (kib("VmHWM:") << 10) - before
         assert out.shape == (2 * chunk, 32) and bool(torch.isfinite(out[:, 0]).all())
         print(grown / budget)
@@ -497,3 +511,83 @@ def test_default_1024_latent_dcgan_shard_plan_fits_budget_and_rss_stays_bounded(
     assert run.returncode == 0, run.stderr[-2000:]
     ratio = float(run.stdout.strip().splitlines()[-1])
     assert 0 < ratio < 2.0
+
+
+# ----------------------------------------------------------------------------- public seams
+
+class _ConditionalNet(torch.nn.Module):
+    """A tiny class-conditional generator G(z, c): the one-hot class c [B, n_classes] picks an
+    embedding that scales the hidden units and shifts the output (float64)."""
+
+    def __init__(self, d: int = 3, n_classes: int = 4, D: int = 7) -> None:
+        super().__init__()
+        torch.manual_seed(5)
+        self.embed = torch.nn.Linear(n_classes, 16, bias=False)
+        self.hidden, self.out = torch.nn.Linear(d, 16), torch.nn.Linear(16, D)
+        self.shift = torch.nn.Linear(n_classes, D, bias=False)
+        self.double().eval()
+
+    def forward(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        h = torch.tanh(self.hidden(z) * (1 + self.embed(c)))  # [B, 16]
+        return self.out(h) + self.shift(c)  # [B, D]
+
+
+@pytest.mark.parametrize("method", ["exact", "projected", "topk"])
+def test_conditioning_c_is_chunked_with_z_and_matches_the_autograd_jacobian_in_z(method):
+    net, z = _ConditionalNet(), _gaussian(5, 3, seed=30)
+    labels = torch.tensor([0, 3, 1, 1, 2])
+    c = torch.nn.functional.one_hot(labels, 4).double()  # [5, 4]
+    J = torch.stack([torch.autograd.functional.jacobian(lambda x: net(x[None], ci[None])[0], zi)
+                     for zi, ci in zip(z, c)])  # [B, D, d]: the Jacobian in z only
+    options = SpectraOptions(method, k=3 if method == "topk" else None, proj_dim=7, tol=1e-10)
+    want = _log_svd(spectra.projection_matrix(7, 7, seed=0) @ J if method == "projected" else J)
+    for speed in (SpeedOptions(progress=False), SpeedOptions(chunk=2, block=1, progress=False)):
+        got = log_singular_values(net, z, options, speed=speed, c=c)  # [B, 3]
+        torch.testing.assert_close(got, want[:, :got.shape[1]], atol=1e-9, rtol=0)
+    torch.testing.assert_close(jacobian(net, z, c=c, speed=SpeedOptions(chunk=2)), J,
+                               atol=1e-12, rtol=0)
+    with pytest.raises(ValueError, match="one row per latent"):
+        log_singular_values(net, z, options, c=c[:4])
+
+
+def test_count_products_counts_directions_times_latents_of_each_kind():
+    net, z = _mlp(4, 9), _gaussian(3, 4, seed=31)
+    quiet = SpeedOptions(progress=False)
+    with spectra.count_products() as exact:  # d = 4 <= D = 9: forward mode, 4 JVPs a latent
+        log_singular_values(net, z, speed=quiet)
+    assert (exact.jvp, exact.vjp) == (3 * 4, 0)
+    with spectra.count_products() as outer:
+        with spectra.count_products() as inner:  # proj_dim = 2 < d: 2 VJPs a latent
+            log_singular_values(net, z, SpectraOptions("projected", proj_dim=2), speed=quiet)
+        log_singular_values(net, z, speed=quiet)
+    assert (inner.jvp, inner.vjp) == (0, 3 * 2) and (outer.jvp, outer.vjp) == (3 * 4, 3 * 2)
+
+
+def test_options_are_frozen_validated_and_split_values_from_speed():
+    options = SpectraOptions("topk", k=4, tol=1e-3)
+    with pytest.raises(AttributeError):
+        options.k = 5  # frozen
+    assert options.replace(k=5).k == 5 and options.k == 4
+    with pytest.raises(ValueError, match="needs k"):
+        options.replace(k=None)
+    with pytest.raises(TypeError, match="dtype must be None or a floating-point"):
+        SpectraOptions(dtype=torch.int64)
+    with pytest.raises(TypeError, match="progress must be"):
+        SpeedOptions(progress="yes")
+    with pytest.raises(TypeError, match="options must be a SpectraOptions"):
+        log_singular_values(_G, _Z, {"method": "exact"})
+    assert set(f.name for f in __import__("dataclasses").fields(SpeedOptions)) \
+        == {"chunk", "block", "memory", "progress"}
+    assert options.identity(torch.float32) == {
+        "method": "topk", "k": 4, "proj_dim": None, "seed": 0, "tol": 1e-3, "max_iter": 50,
+        "oversample": 10, "precision": "highest", "algorithm": "block-lanczos-8",
+        "dtype": "float32"}
+
+
+def test_precision_flags_is_public_and_restores_the_flags():
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    with spectra.precision_flags("tf32"):
+        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+    with spectra.precision_flags("highest"):
+        assert not (torch.backends.cudnn.allow_tf32 or torch.backends.cuda.matmul.allow_tf32)
+    assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == before

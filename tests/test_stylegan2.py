@@ -223,11 +223,12 @@ def test_log_singular_values_match_svd_of_autograd_jacobian():
     z = z_batch(2)
     J = torch.stack([torch.autograd.functional.jacobian(lambda x: G(x[None]).reshape(-1), zi)
                      for zi in z])  # [B, D, d]
-    exact = spectra.log_singular_values(G, z, method="exact", progress=False)
+    quiet = spectra.SpeedOptions(progress=False)
+    exact = spectra.log_singular_values(G, z, spectra.SpectraOptions("exact"), speed=quiet)
     assert torch.allclose(exact, torch.linalg.svdvals(J).log(), atol=1e-8)
     P = spectra.projection_matrix(J.shape[1], 6, seed=0)
-    proj = spectra.log_singular_values(G, z, method="projected", proj_dim=6, seed=0,
-                                       progress=False)
+    proj = spectra.log_singular_values(G, z, spectra.SpectraOptions("projected", proj_dim=6),
+                                       speed=quiet)
     assert torch.allclose(proj, torch.linalg.svdvals(P @ J).log(), atol=1e-8)
 
 

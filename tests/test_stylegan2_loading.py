@@ -15,15 +15,15 @@ from magnet_lab.__main__ import main
 from magnet_lab.bank import VolumeBank
 from magnet_lab.models import fingerprint
 from magnet_lab.models.stylegan2 import StyleGAN2Generator
-from test_nvidia_readers import _ada_generator, _ada_pickle, _rosinality_state, _tf_pickle
+from builders import ada_generator, ada_pickle, rosinality_state, tf_pickle
 
 Z = torch.randn(3, 8, generator=torch.Generator().manual_seed(0))
 
 
 @pytest.fixture
 def ada_pkl(tmp_path):
-    g, _ = _ada_generator(tmp_path / "src_ran")
-    return _ada_pickle(tmp_path / "network-snapshot.pkl", g)
+    g, _ = ada_generator(tmp_path / "src_ran")
+    return ada_pickle(tmp_path / "network-snapshot.pkl", g)
 
 
 def test_ada_pickle_loads_as_our_generator_without_running_its_source(ada_pkl):
@@ -56,7 +56,8 @@ def test_run_options_are_those_of_the_official_call(ada_pkl):
 def test_spectra_of_a_loaded_pickle_match_the_autograd_jacobian(ada_pkl):
     G = magnet_lab.load_generator(ada_pkl, dtype=torch.float64, psi=0.7)
     z = Z.double()
-    log_sv = spectra.log_singular_values(G, z, method="exact", progress=False)  # [3, 8]
+    quiet = spectra.SpeedOptions(progress=False)
+    log_sv = spectra.log_singular_values(G, z, speed=quiet)  # [3, 8]
     with torch.no_grad():  # z is normalised first: the radial direction is in J's null space
         Jz = torch.func.jvp(G, (z,), (z,))[1]
     assert Jz.abs().max() <= 1e-9 * G(z).abs().max()
@@ -68,12 +69,12 @@ def test_spectra_of_a_loaded_pickle_match_the_autograd_jacobian(ada_pkl):
 
 def test_tensorflow_and_rosinality_files_load_and_run(tmp_path):
     tf = tmp_path / "stylegan2-ffhq-config-f.pkl"
-    _tf_pickle(tf, tmp_path / "tf_src_ran")
+    tf_pickle(tf, tmp_path / "tf_src_ran")
     G = magnet_lab.load_generator(tf)
     assert isinstance(G, StyleGAN2Generator) and torch.isfinite(G(Z)).all()
     assert not (tmp_path / "tf_src_ran").exists()
     ros = tmp_path / "550000.pt"
-    torch.save({"g_ema": _rosinality_state(), "latent_avg": torch.randn(8),
+    torch.save({"g_ema": rosinality_state(), "latent_avg": torch.randn(8),
                 "args": argparse.Namespace(size=8)}, ros)
     G = magnet_lab.load_generator(ros)
     assert isinstance(G, StyleGAN2Generator) and G(Z).shape == (3, 3, 8, 8)

@@ -11,12 +11,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 from torch import nn
+
+from ..validation import check_int, check_real
 
 __all__ = ["batched", "eval_mode", "fingerprint", "generate", "module_device_dtype", "truncate"]
 
@@ -57,8 +58,7 @@ def batched(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, *, batc
     if not isinstance(x, torch.Tensor) or x.ndim == 0 or x.shape[0] == 0:
         raise ValueError(f"batched inference needs a non-empty batch [N, ...], got "
                          f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    check_int("batch_size", batch_size, low=1)
     model = fn if model is None else model
     m_device, m_dtype = module_device_dtype(model)
     device = torch.device(device) if device is not None else m_device
@@ -77,9 +77,7 @@ def batched(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, *, batc
 
 
 def _check_psi(psi: Any) -> None:
-    if isinstance(psi, bool) or not isinstance(psi, (int, float)) or not (
-            math.isfinite(psi) and psi > 0):
-        raise ValueError(f"psi must be a finite positive number, got {psi!r}")
+    check_real("psi", psi, positive=True)
 
 
 def truncate(G: Any, z: torch.Tensor, psi: float) -> torch.Tensor:
@@ -107,8 +105,7 @@ def generate(G: nn.Module, z: torch.Tensor, *, psi: float = 1.0, batch_size: int
     each batch is resized to ``[size, size]`` (antialiased) on the device, so N 1024² images
     never sit in memory at full size."""
     _check_psi(psi)  # before any work
-    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
-        raise ValueError(f"size must be a positive integer or None, got {size!r}")
+    check_int("size", size, low=1, optional=True)
 
     def make(zb: torch.Tensor) -> torch.Tensor:
         x = G(truncate(G, zb, psi)).clamp(-1, 1)  # [b, C, H, W]

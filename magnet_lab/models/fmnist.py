@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..validation import check_latents
+from ..validation import check_int, check_latents
 from .stylegan2 import StyleGAN2Generator
 
 # Module types allowed inside FmnistDCGAN.net: each is affine or piecewise affine (BatchNorm is
@@ -176,8 +176,9 @@ class FmnistStyleGAN2(StyleGAN2Generator):
                  crop: int = 2) -> None:
         super().__init__(z_dim, c_dim, w_dim, img_resolution, img_channels, mapping_kwargs,
                          synthesis_kwargs, modulation=modulation)
-        if isinstance(crop, bool) or not isinstance(crop, int) or not 0 <= 2 * crop < img_resolution:
-            raise ValueError(f"crop must be an integer in [0, img_resolution/2), got {crop!r}")
+        check_int("crop", crop, low=0)
+        if not 2 * crop < img_resolution:
+            raise ValueError(f"crop must be in [0, img_resolution/2), got {crop!r}")
         self.crop = crop
         self._kwargs["crop"] = crop
 

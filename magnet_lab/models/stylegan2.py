@@ -32,7 +32,7 @@ Use::
     img = G(z, psi=0.7, cutoff=8, noise_mode="const")   # [B, 3, 1024, 1024], roughly [-1, 1]
     ws = G.mapping(z, c, psi, cutoff); img = G.synthesis(ws, "random", noise_seed=0)
     Gt = G.with_options(psi=0.7, noise_mode="none")     # Gt(z) is what spectra differentiates
-    log_sv = spectra.log_singular_values(Gt, z, method="projected")
+    log_sv = spectra.log_singular_values(Gt, z, spectra.SpectraOptions("projected"))
 
 'random' noise is seeded only (``noise_seed``) and drawn with NumPy, so it is reproducible, works
 under vmap, and is not the official (unseeded torch) noise; rows of a batch get different noise.
@@ -47,6 +47,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from ..validation import check_int, check_real
 
 __all__ = ["StyleGAN2Generator", "MODULATIONS", "NOISE_MODES", "ARCHITECTURES"]
 
@@ -318,17 +320,15 @@ def _check_tensor(name: str, x: Any, shape: str) -> None:
 
 def _check_options(psi: Any, cutoff: Any, noise_mode: Any, noise_seed: Any,
                    modulation: Any) -> None:
-    if isinstance(psi, bool) or not isinstance(psi, (int, float)) or not math.isfinite(psi):
-        raise ValueError(f"psi must be a finite number, got {psi!r}")
-    if cutoff is not None and (isinstance(cutoff, bool) or not isinstance(cutoff, int)
-                               or cutoff < 0):
-        raise ValueError(f"cutoff must be None (all ws) or an integer >= 0, got {cutoff!r}")
+    check_real("psi", psi)
+    check_int("cutoff", cutoff, low=0, optional=True)  # None: every ws is truncated
     _check_choice("noise_mode", noise_mode, NOISE_MODES)
     _check_choice("modulation", modulation, MODULATIONS)
-    if noise_mode == "random" and (isinstance(noise_seed, bool) or not isinstance(
-            noise_seed, int) or noise_seed < 0):
-        raise ValueError(f"noise_mode='random' needs an integer noise_seed >= 0 (random noise "
-                         f"is seeded only, so G stays a function), got {noise_seed!r}")
+    if noise_mode == "random":
+        if noise_seed is None:
+            raise ValueError("noise_mode='random' needs an integer noise_seed >= 0 (random noise "
+                             "is seeded only, so G stays a function), got None")
+        check_int("noise_seed", noise_seed, low=0)
 
 
 class MappingNetwork(nn.Module):
@@ -513,12 +513,9 @@ class StyleGAN2Generator(nn.Module):
                  synthesis_kwargs: dict | None = None, *, modulation: str = "shared"):
         super().__init__()
         for name, v in (("z_dim", z_dim), ("w_dim", w_dim), ("img_channels", img_channels)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        if isinstance(c_dim, bool) or not isinstance(c_dim, int) or c_dim < 0:
-            raise ValueError(f"c_dim must be a non-negative integer, got {c_dim!r}")
-        if (isinstance(img_resolution, bool) or not isinstance(img_resolution, int)
-                or img_resolution < 4 or img_resolution & (img_resolution - 1)):
+            check_int(name, v, low=1)
+        check_int("c_dim", c_dim, low=0)
+        if check_int("img_resolution", img_resolution) < 4 or img_resolution & (img_resolution - 1):
             raise ValueError(f"img_resolution must be a power of 2 and at least 4, got "
                              f"{img_resolution!r}")
         mk, sk = dict(mapping_kwargs or {}), dict(synthesis_kwargs or {})
@@ -535,8 +532,7 @@ class StyleGAN2Generator(nn.Module):
         # record it explicitly); another value would need layers we do not implement
         _check_choice("synthesis activation", s["activation"], ("lrelu",))
         n = m["num_layers"]
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"mapping num_layers must be a positive integer, got {n!r}")
+        check_int("mapping num_layers", n, low=1)
         self._kwargs = dict(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, img_resolution=img_resolution,
                             img_channels=img_channels, mapping_kwargs=mk, synthesis_kwargs=sk,
                             modulation=modulation)

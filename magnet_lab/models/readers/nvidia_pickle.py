@@ -55,6 +55,7 @@ import numpy as np
 import torch
 
 from . import _stylegan2 as sg2
+from .torch_file import refusal_detail
 
 NAME = "nvidia-pickle"
 DESCRIPTION = "an NVIDIA StyleGAN2 pickle"
@@ -198,11 +199,14 @@ def restricted_load(path: str | os.PathLike) -> Any:
         with open(path, "rb") as fh:
             return RestrictedUnpickler(fh).load()
     except _Refused as err:
-        raise ValueError(f"{path}: refused to load: the pickle references the global {err.name}, "
-                         f"which {err.why} (nothing in the file was executed)") from err
-    except Exception as err:  # EOFError, UnpicklingError, ... from junk or a cut-off file
-        raise ValueError(f"{path}: corrupt or truncated pickle ({type(err).__name__}: "
-                         f"{str(err)[:200]})") from err
+        refusal = (f"refused to load: the pickle references the global {err.name}, which "
+                   f"{err.why} (nothing in the file was executed)")
+    except Exception as err:  # noqa: BLE001 - EOFError, UnpicklingError, ... from junk
+        # an embedded torch storage is read by torch.load(weights_only=True), whose text would
+        # advise weights_only=False: never repeated (refusal_detail)
+        detail = str(err)[:200] if "weights_only" not in str(err) else refusal_detail(err)
+        refusal = f"corrupt or truncated pickle ({type(err).__name__}: {detail})"
+    raise ValueError(f"{path}: {refusal}") from None  # outside the handler: no chained advice
 
 
 def read_stylegan2(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

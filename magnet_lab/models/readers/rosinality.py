@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import pickle
 import re
 import warnings
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import Any
 import torch
 
 from . import _stylegan2 as sg2
+from .torch_file import refusal_detail
 
 NAME = "rosinality"
 DESCRIPTION = "a rosinality stylegan2-pytorch checkpoint"
@@ -47,16 +47,15 @@ def load(path: str | os.PathLike) -> Any:
     (plus ``argparse.Namespace`` as data). Raises ValueError naming the path and the refused
     global, or naming the path for a corrupt or truncated file."""
     path = Path(path)
+    refusal = None
     try:
         with open(path, "rb") as fh, torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(fh, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        found = re.search(r"GLOBAL ([A-Za-z_][\w.]*)", str(err))
-        what = f"the disallowed global {found.group(1)}" if found else "a non-tensor object"
-        raise ValueError(f"{path}: refused to load: it holds {what} (nothing in the file was "
-                         "executed)") from err
-    except Exception as err:
-        raise ValueError(f"{path}: corrupt or truncated torch file ({type(err).__name__})") from err
+    except Exception as err:  # noqa: BLE001 - every failure becomes one clean refusal below
+        refusal = refusal_detail(err)
+    # raised outside the handler and from None: torch's weights_only advice is in no chain
+    raise ValueError(f"{path}: refused to load: {refusal} (nothing in the file was "
+                     "executed)") from None
 
 
 def read_stylegan2(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

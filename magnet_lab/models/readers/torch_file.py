@@ -43,18 +43,18 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     anything but tensors (naming the refused global, e.g. ``posix.system``, when torch names one),
     a corrupt or truncated file, or a payload that is not a dict of str → Tensor."""
     path = Path(path)
+    refusal = None
     try:  # a file object, not the path: torch.load would pick its own reader by suffix
         with open(path, "rb") as fh:
             obj = torch.load(fh, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:  # the weights-only unpickler refused something
-        found = _GLOBAL.search(str(err))
-        what = f"the disallowed global {found.group(1)}" if found else "a non-tensor object"
-        raise ValueError(f"{path}: refused to load: it holds {what}, and only plain tensor state "
-                         "dicts are read from torch files (nothing in the file was executed); "
-                         "convert a file you trust to .safetensors with a .json sidecar") from err
-    except Exception as err:  # RuntimeError (zip reader), EOFError, ... for junk or truncated files
-        raise ValueError(f"{path}: refused to load: corrupt or truncated torch file "
-                         f"({type(err).__name__}: {_safe_first_line(err)})") from err
+    except Exception as err:  # noqa: BLE001 - every failure becomes one clean refusal below
+        refusal = refusal_detail(err)
+    if refusal is not None:  # raised outside the handler: torch's advice is in no chain
+        if refusal.startswith("it holds"):
+            refusal += (", and only plain tensor state dicts are read from torch files (nothing "
+                        "in the file was executed); convert a file you trust to .safetensors "
+                        "with a .json sidecar")
+        raise ValueError(f"{path}: refused to load: {refusal}") from None
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
@@ -63,9 +63,17 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return dict(obj)
 
 
-def _safe_first_line(err: Exception) -> str:
-    """torch's first message line, unless it gives advice about weights_only (never repeated)."""
+def refusal_detail(err: BaseException) -> str:
+    """What a failed ``torch.load(weights_only=True)`` says about the file, in our words: "it
+    holds the disallowed global posix.system" (or "a non-tensor object") for a refusal of the
+    weights-only unpickler, else "corrupt or truncated torch file (<type>: <first line>)".
+    torch's own text is repeated only when it gives no advice about ``weights_only``; callers
+    raise their error outside the ``except`` block with ``from None``, so no traceback or
+    ``__cause__``/``__context__`` chain carries torch's advice to set it to False."""
+    if isinstance(err, pickle.UnpicklingError):
+        found = _GLOBAL.search(str(err))
+        what = f"the disallowed global {found.group(1)}" if found else "a non-tensor object"
+        return f"it holds {what}"
     lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
-    if not lines or "weights_only" in str(err):
-        return "no usable detail"
-    return lines[0][:200]
+    detail = "no usable detail" if not lines or "weights_only" in str(err) else lines[0][:200]
+    return f"corrupt or truncated torch file ({type(err).__name__}: {detail})"

@@ -1,0 +1,61 @@
+"""The shared argument checks in magnet_lab.validation: what passes, what is refused and how."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from magnet_lab.validation import (ArgumentTypeError, check_choice, check_int,
+                                   check_positive_int, check_real)
+
+
+def test_check_int_accepts_integers_of_any_integral_type_and_returns_int():
+    assert check_int("n", 3) == 3
+    value = check_int("n", np.int64(4), low=1)
+    assert value == 4 and type(value) is int
+    assert check_int("n", None, optional=True) is None
+    assert check_int("n", 5, low=5, high=5) == 5
+    assert check_positive_int("chunk", 1) == 1
+
+
+@pytest.mark.parametrize("value", [True, False, 2.0, "3", None, torch.tensor(3)])
+def test_check_int_refuses_non_integers_and_bools_as_type_errors_that_are_value_errors(value):
+    with pytest.raises(ArgumentTypeError, match=r"^k must be an integer, got") as info:
+        check_int("k", value)
+    assert isinstance(info.value, TypeError) and isinstance(info.value, ValueError)
+
+
+def test_check_int_names_the_bound_it_breaks():
+    with pytest.raises(ValueError, match="chunk must be >= 1, got chunk=0"):
+        check_int("chunk", 0, low=1)
+    with pytest.raises(ValueError, match="k must be <= 3, got k=4"):
+        check_int("k", 4, high=3)
+    with pytest.raises(ValueError, match="chunk must be >= 1"):
+        check_positive_int("chunk", -2, optional=True)
+
+
+def test_check_real_accepts_ints_and_floats_and_refuses_bools_nan_and_bounds():
+    assert check_real("rho", 2) == 2.0 and isinstance(check_real("rho", 2), float)
+    assert check_real("tol", np.float32(0.5), positive=True) == 0.5
+    assert check_real("psi", None, optional=True) is None
+    with pytest.raises(ArgumentTypeError, match="rho must be a real number, got True"):
+        check_real("rho", True)
+    with pytest.raises(ArgumentTypeError, match="tol must be a real number, got '1e-6'"):
+        check_real("tol", "1e-6")
+    for bad in (math.nan, math.inf, -math.inf):
+        with pytest.raises(ValueError, match="rho must be a finite number"):
+            check_real("rho", bad)
+    with pytest.raises(ValueError, match="psi must be > 0, got psi=0"):
+        check_real("psi", 0, positive=True)
+    with pytest.raises(ValueError, match=r"fraction must be in \[0, 1\], got fraction=1.5"):
+        check_real("fraction", 1.5, low=0, high=1)
+    with pytest.raises(ValueError, match=r"x must be in \[-inf, 2\]"):
+        check_real("x", 3, high=2)
+
+
+def test_check_choice_names_the_choices():
+    assert check_choice("method", "topk", ("exact", "topk")) == "topk"
+    with pytest.raises(ValueError, match=r"unknown method 'svd'; expected one of \('exact',"):
+        check_choice("method", "svd", ["exact", "topk"])
