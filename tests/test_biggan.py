@@ -165,7 +165,12 @@ def test_spectra_of_a_class_fixed_closure_equal_the_svd_of_the_jacobian(G):
     c = G.one_hot([2])  # [1, 3]
     f = lambda z_: G(z_, c.expand(z_.shape[0], -1))  # noqa: E731
     z, _ = latents(2, seed=11)
-    log_sv = spectra.log_singular_values(f, z, method="exact", progress=False)  # [2, 4]
+    exact = spectra.SpectraOptions(method="exact")
+    quiet = spectra.SpeedOptions(progress=False)
+    log_sv = spectra.log_singular_values(f, z, exact, speed=quiet)  # [2, 4]
+    # the same through spectra's conditioning seam: G(z, c) with c chunked along z
+    c_rows = c.expand(2, -1)  # [2, 3]
+    assert torch.equal(spectra.log_singular_values(G, z, exact, speed=quiet, c=c_rows), log_sv)
     for i in range(2):
         J = torch.func.jacrev(lambda z_: G(z_, c[0]).reshape(-1))(z[i])  # [768, 4]
         assert torch.allclose(log_sv[i], torch.linalg.svdvals(J).log(), atol=1e-10)
