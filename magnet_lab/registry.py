@@ -2,10 +2,11 @@
 
 Adding an architecture is one entry in ``ARCHITECTURES`` (sidecar name → ``nn.Module`` class built
 with the sidecar's ``kwargs``); adding a shipped model is one entry in ``GENERATORS`` or
-``CLASSIFIERS`` (built-in name → file under ``magnet_lab.paths.data_dir()``). A StyleGAN2 file
-without a sidecar — NVIDIA's ``.pkl`` (stylegan2-ada-pytorch, stylegan3 repository, TensorFlow)
-or a rosinality ``.pt`` — is read by ``models.readers.read_stylegan2`` (never unpickled) into our
-``StyleGAN2Generator``.
+``CLASSIFIERS`` (built-in name → file under ``magnet_lab.paths.data_dir()``). A StyleGAN file
+without a sidecar — NVIDIA's ``.pkl`` (stylegan2-ada-pytorch, stylegan3 repository incl. its
+StyleGAN3 T/R generators, TensorFlow) or a rosinality ``.pt`` — is read by
+``models.readers.read_generator`` (never unpickled) into our ``StyleGAN2Generator`` or
+``StyleGAN3Generator``.
 """
 from __future__ import annotations
 
@@ -18,15 +19,17 @@ from torch import nn
 
 from . import paths
 from .models.readers import (WEIGHT_SUFFIXES, build_model, identify, load_checkpoint,
-                             read_stylegan2, safetensors_file, sidecar_path)
+                             read_generator, safetensors_file, sidecar_path)
 from .models.fmnist import FmnistClassifier, FmnistDCGAN, FmnistStyleGAN2
 from .models.stylegan2 import StyleGAN2Generator
+from .models.stylegan3 import StyleGAN3Generator
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {
     "FmnistDCGAN": FmnistDCGAN,
     "FmnistClassifier": FmnistClassifier,
     "StyleGAN2Generator": StyleGAN2Generator,
     "FmnistStyleGAN2": FmnistStyleGAN2,
+    "StyleGAN3Generator": StyleGAN3Generator,
 }
 GENERATORS: dict[str, str] = {"fmnist-dcgan": "fmnist-dcgan.safetensors",
                               "fmnist-stylegan2": "fmnist-stylegan2.safetensors"}
@@ -53,8 +56,8 @@ def _load(path: Path, device: str | torch.device, dtype: torch.dtype, *,
           stylegan2: bool = False) -> nn.Module:
     reader = identify(path) if stylegan2 and not sidecar_path(path).is_file() else None
     if reader is not None and reader is not safetensors_file:
-        state, config = read_stylegan2(path)  # NVIDIA .pkl / rosinality .pt: no sidecar needed
-        sidecar = {"architecture": "StyleGAN2Generator", "kwargs": config,
+        architecture, state, config = read_generator(path)  # NVIDIA .pkl / rosinality .pt
+        sidecar = {"architecture": architecture, "kwargs": config,
                    "source": {"file": str(path), "reader": reader.NAME}}
     else:
         state, sidecar = load_checkpoint(path)
@@ -68,11 +71,12 @@ def load_generator(spec: str | os.PathLike, device: str | torch.device = "cpu",
                    dtype: torch.dtype = torch.float32, **options: Any) -> nn.Module:
     """A generator in eval mode with frozen parameters, ``z_dim`` and ``forward(z [B, z_dim]) ->
     [B, C, H, W]`` (about [-1, 1]); ``spec`` is a built-in name (``GENERATORS``), a checkpoint
-    with a JSON sidecar, or a StyleGAN2 file without one (NVIDIA ``.pkl`` of stylegan2-ada-pytorch,
-    the stylegan3 repository or TensorFlow StyleGAN2; rosinality ``.pt``), read without running
-    its code. ``options`` set a StyleGAN2's run options — ``psi``, ``cutoff``, ``noise_mode``
-    (``"const"``, ``"random"`` with ``noise_seed``, ``"none"``), ``modulation`` — which a plain
-    ``G(z)`` (and so ``spectra``) then uses. The record of where it came from is
+    with a JSON sidecar, or a StyleGAN file without one (NVIDIA ``.pkl`` of stylegan2-ada-pytorch,
+    the stylegan3 repository — StyleGAN2, or StyleGAN3 T/R into our ``StyleGAN3Generator`` — or
+    TensorFlow StyleGAN2; rosinality ``.pt``), read without running its code. ``options`` set
+    the generator's run options — StyleGAN2: ``psi``, ``cutoff``, ``noise_mode`` (``"const"``,
+    ``"random"`` with ``noise_seed``, ``"none"``), ``modulation``; StyleGAN3: ``psi``,
+    ``cutoff``, ``transform`` — which a plain ``G(z)`` (and so ``spectra``) then uses. The record of where it came from is
     ``model.sidecar``. Raises ValueError for an unknown name (listing the known ones), a bad or
     refused checkpoint, or options the generator does not take; FileNotFoundError for a missing
     file or sidecar."""
