@@ -198,3 +198,16 @@ def test_stylegan3_snapshot_with_a_code_executing_global_is_refused_without_side
         assert f"global {name}," in msg and "refused" in msg and str(path) in msg, msg
         assert "nothing in the file was executed" in msg
     assert not marker.exists() and not (tmp_path / "src_ran").exists()
+
+
+def test_official_check_script_imports_no_nvidia_code_and_needs_a_checkout(tmp_path, monkeypatch):
+    import importlib.util
+    import sys
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "stylegan3_check.py"
+    spec = importlib.util.spec_from_file_location("stylegan3_check", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert not {"training", "torch_utils", "dnnlib"} & set(sys.modules)
+    monkeypatch.setattr(sys, "argv", ["stylegan3_check.py", "--official", str(tmp_path)])
+    with pytest.raises(SystemExit, match="not a NVlabs/stylegan3 checkout"):
+        mod.main()

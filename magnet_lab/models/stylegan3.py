@@ -256,8 +256,9 @@ def _fir_up(x: Tensor, f: Tensor | None, up: int, padding: tuple[int, int, int, 
     padded: output sample m of an axis is the transposed conv's sample m + T − 1 − pad_lo."""
     B, C, H, W = x.shape
     x0, x1, y0, y1 = padding
-    if f is None and up == 1:
-        return F.pad(x, [x0, x1, y0, y1]) * gain if gain != 1 else F.pad(x, [x0, x1, y0, y1])
+    if f is None and up == 1:  # ToRGB: padding only
+        x = F.pad(x, [x0, x1, y0, y1])
+        return x * gain if gain != 1 else x
     f = torch.ones([1], dtype=x.dtype, device=x.device) if f is None else f.to(x.dtype)
     if f.ndim == 1:  # separable: along H, then along W, each × √gain
         g = f * math.sqrt(gain)
@@ -498,8 +499,7 @@ class SynthesisInput(nn.Module):
 class SynthesisLayer(nn.Module):
     """Modulated conv (input gain rsqrt(magnitude_ema)) + filtered leaky ReLU; or ToRGB."""
 
-    def __init__(self, w_dim: int, spec: LayerSpec, conv_clamp: float | None,
-                 filter_size: int):
+    def __init__(self, w_dim: int, spec: LayerSpec, conv_clamp: float | None):
         super().__init__()
         self.spec, self.conv_clamp = spec, conv_clamp
         k = spec.conv_kernel
@@ -549,7 +549,7 @@ class SynthesisNetwork(nn.Module):
         self.input = SynthesisInput(w_dim, spec_in)
         self.layer_names = [L.name for L in layers]
         for L in layers:
-            setattr(self, L.name, SynthesisLayer(w_dim, L, k["conv_clamp"], k["filter_size"]))
+            setattr(self, L.name, SynthesisLayer(w_dim, L, k["conv_clamp"]))
 
     def _ws(self, ws: Any) -> Tensor:
         shape = f"[B, num_ws={self.num_ws}, w_dim={self.w_dim}] (or one w [B, {self.w_dim}])"
