@@ -2,10 +2,11 @@
 
 Adding an architecture is one entry in ``ARCHITECTURES`` (sidecar name → ``nn.Module`` class built
 with the sidecar's ``kwargs``); adding a shipped model is one entry in ``GENERATORS`` or
-``CLASSIFIERS`` (built-in name → file under ``magnet_lab.paths.data_dir()``). A StyleGAN2 file
-without a sidecar — NVIDIA's ``.pkl`` (stylegan2-ada-pytorch, stylegan3 repository, TensorFlow)
-or a rosinality ``.pt`` — is read by ``models.readers.read_stylegan2`` (never unpickled) into our
-``StyleGAN2Generator``; a BigGAN-deep folder of ``pytorch-pretrained-biggan``
+``CLASSIFIERS`` (built-in name → file under ``magnet_lab.paths.data_dir()``). A StyleGAN file
+without a sidecar — NVIDIA's ``.pkl`` (stylegan2-ada-pytorch, stylegan3 repository incl. its
+StyleGAN3 T/R generators, TensorFlow) or a rosinality ``.pt`` — is read by
+``models.readers.read_generator`` (never unpickled) into our ``StyleGAN2Generator`` or
+``StyleGAN3Generator``; a BigGAN-deep folder of ``pytorch-pretrained-biggan``
 (``pytorch_model.bin`` + ``config.json``) by ``models.readers.biggan_folder`` into our
 ``BigGANDeep``.
 """
@@ -21,10 +22,11 @@ from torch import nn
 from . import paths
 from .models.biggan import BigGANDeep
 from .models.readers import (WEIGHT_SUFFIXES, biggan_folder, build_model, check_finite_state,
-                             identify, load_checkpoint, read_stylegan2, safetensors_file,
+                             identify, load_checkpoint, read_generator, safetensors_file,
                              sidecar_path)
 from .models.fmnist import FmnistClassifier, FmnistDCGAN, FmnistStyleGAN2
 from .models.stylegan2 import StyleGAN2Generator
+from .models.stylegan3 import StyleGAN3Generator
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {
     "FmnistDCGAN": FmnistDCGAN,
@@ -32,6 +34,7 @@ ARCHITECTURES: dict[str, type[nn.Module]] = {
     "StyleGAN2Generator": StyleGAN2Generator,
     "FmnistStyleGAN2": FmnistStyleGAN2,
     "BigGANDeep": BigGANDeep,
+    "StyleGAN3Generator": StyleGAN3Generator,
 }
 GENERATORS: dict[str, str] = {"fmnist-dcgan": "fmnist-dcgan.safetensors",
                               "fmnist-stylegan2": "fmnist-stylegan2.safetensors"}
@@ -69,9 +72,9 @@ def _load(path: Path, device: str | torch.device, dtype: torch.dtype, *,
         return _built(state, sidecar, path, device, dtype)
     reader = identify(path) if stylegan2 and not sidecar_path(path).is_file() else None
     if reader is not None and reader is not safetensors_file:
-        state, config = read_stylegan2(path)  # NVIDIA .pkl / rosinality .pt: no sidecar needed
+        architecture, state, config = read_generator(path)  # NVIDIA .pkl / rosinality .pt
         check_finite_state(state, path)
-        sidecar = {"architecture": "StyleGAN2Generator", "kwargs": config,
+        sidecar = {"architecture": architecture, "kwargs": config,
                    "source": {"file": str(path), "reader": reader.NAME}}
     else:
         state, sidecar = load_checkpoint(path)
@@ -90,13 +93,14 @@ def load_generator(spec: str | os.PathLike, device: str | torch.device = "cpu",
                    dtype: torch.dtype = torch.float32, **options: Any) -> nn.Module:
     """A generator in eval mode with frozen parameters, ``z_dim`` and ``forward(z [B, z_dim]) ->
     [B, C, H, W]`` (about [-1, 1]); ``spec`` is a built-in name (``GENERATORS``), a checkpoint
-    with a JSON sidecar, a StyleGAN2 file without one (NVIDIA ``.pkl`` of stylegan2-ada-pytorch,
-    the stylegan3 repository or TensorFlow StyleGAN2; rosinality ``.pt``), or a BigGAN-deep
-    folder (``pytorch_model.bin`` + ``config.json``; a conditional ``BigGANDeep``, called
-    ``G(z, c)``), read without running its code. ``options`` set the run options — StyleGAN2's
-    ``psi``, ``cutoff``, ``noise_mode`` (``"const"``, ``"random"`` with ``noise_seed``,
-    ``"none"``), ``modulation``; BigGAN-deep's ``truncation`` and ``stats_rule`` — which a plain
-    ``G(z)`` (``G(z, c)``) then uses. The record of where it came from is
+    with a JSON sidecar, a StyleGAN file without one (NVIDIA ``.pkl`` of stylegan2-ada-pytorch,
+    the stylegan3 repository — StyleGAN2, or StyleGAN3 T/R into our ``StyleGAN3Generator`` — or
+    TensorFlow StyleGAN2; rosinality ``.pt``), or a BigGAN-deep folder (``pytorch_model.bin`` +
+    ``config.json``; a conditional ``BigGANDeep``, called ``G(z, c)``), read without running its
+    code. ``options`` set the run options — StyleGAN2: ``psi``, ``cutoff``, ``noise_mode``
+    (``"const"``, ``"random"`` with ``noise_seed``, ``"none"``), ``modulation``; StyleGAN3:
+    ``psi``, ``cutoff``, ``transform``; BigGAN-deep: ``truncation``, ``stats_rule`` — which a
+    plain ``G(z)`` (``G(z, c)``) then uses. The record of where it came from is
     ``model.sidecar``. Raises ValueError for an unknown name (listing the known ones), a bad or
     refused checkpoint, or options the generator does not take; FileNotFoundError for a missing
     file or sidecar."""

@@ -83,7 +83,7 @@ def test_config_that_disagrees_with_tensor_shapes_is_refused(tmp_path):
 def test_stylegan3_generator_is_refused_by_class_or_source_text(tmp_path, class_name, src):
     marker = tmp_path / "ran"
     g = PersistentNet(class_name, marker, init_kwargs=dict(TINY), src=src)
-    with pytest.raises(ValueError, match="StyleGAN3 generator.*arrives later") as err:
+    with pytest.raises(ValueError, match="StyleGAN3 generator.*read it with read_stylegan3") as err:
         read_stylegan2(ada_pickle(tmp_path / "sg3.pkl", g))
     assert str(tmp_path / "sg3.pkl") in str(err.value) and "\n" not in str(err.value)
     assert not marker.exists()

@@ -6,8 +6,8 @@ arguments), plus whatever training record the writer adds and ``provenance``. ``
 the format modules in the order they are tried; each has ``NAME``, ``DESCRIPTION``, ``SUFFIXES``,
 ``READABLE`` (False: recognised only to be refused), ``sniff(head: bytes) -> bool`` (the file's
 first ``HEAD_BYTES``) and ``read(path) -> (state_dict, metadata)``. Today: ``safetensors_file`` (ours), ``torch_file`` (``torch.load(weights_only=True)``),
-``nvidia_pickle`` (NVIDIA StyleGAN2 pickles through a restricted unpickler: allow-listed globals
-resolved to our stand-ins, nothing from the file executed) and ``pickle_file`` (every other
+``nvidia_pickle`` (NVIDIA StyleGAN2 and StyleGAN3 pickles through a restricted unpickler:
+allow-listed globals resolved to our stand-ins, nothing from the file executed) and ``pickle_file`` (every other
 pickle: recognised and refused). Adding a format is one module plus one entry here.
 
 One folder format: ``biggan_folder`` (pytorch-pretrained-biggan's ``pytorch_model.bin`` +
@@ -16,6 +16,9 @@ One folder format: ``biggan_folder`` (pytorch-pretrained-biggan's ``pytorch_mode
 ``read_stylegan2(path) -> (state, config)`` reads any StyleGAN2 generator checkpoint (NVIDIA ADA,
 stylegan3-repository and TensorFlow pickles, rosinality ``.pt``) into the key names of
 stylegan2-ada-pytorch's ``Generator.state_dict()`` and that repository's nested constructor kwargs.
+``read_stylegan3(path)`` reads a stylegan3-repository StyleGAN3 generator (configs T, R) into the
+official names and our ``StyleGAN3Generator`` kwargs; ``read_generator(path)`` returns
+``(architecture, state, config)`` for whichever StyleGAN a sidecar-less file holds.
 """
 from __future__ import annotations
 
@@ -34,8 +37,8 @@ from ... import provenance as _prov
 from . import nvidia_pickle, pickle_file, rosinality, safetensors_file, torch_file
 
 __all__ = ["HEAD_BYTES", "READERS", "SHA_FIELD", "WEIGHT_SUFFIXES", "build_model",
-           "check_finite_state", "file_sha256", "identify", "load_checkpoint", "read_state_dict",
-           "read_stylegan2", "save_checkpoint", "sidecar_path"]
+           "check_finite_state", "file_sha256", "identify", "load_checkpoint", "read_generator",
+           "read_state_dict", "read_stylegan2", "read_stylegan3", "save_checkpoint", "sidecar_path"]
 
 READERS: tuple[ModuleType, ...] = (safetensors_file, torch_file, nvidia_pickle, pickle_file)
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth")  # what registry names treat as a path
@@ -108,6 +111,37 @@ def read_stylegan2(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], di
     raise ValueError(f"{path}: {reader.DESCRIPTION} holds no StyleGAN2 generator configuration; "
                      "readable: NVIDIA StyleGAN2 .pkl (ADA, stylegan3 repository, TensorFlow) "
                      "and rosinality .pt")
+
+
+def read_stylegan3(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """``(state, config)`` of the StyleGAN3 generator in a stylegan3-repository pickle (``G_ema``,
+    configs T and R, conditional or not), read by content through the restricted unpickler:
+    ``state`` float32 CPU tensors under the official names, ``config`` the kwargs of our
+    ``StyleGAN3Generator`` (every default filled), so ``StyleGAN3Generator(**config)
+    .load_state_dict(state)`` is exact. Raises as ``identify`` does, and ValueError naming the
+    path for a refused global, corrupt or truncated content, or a file holding no StyleGAN3."""
+    path = Path(path)
+    reader = identify(path)
+    if reader in (nvidia_pickle, pickle_file):
+        return nvidia_pickle.read_stylegan3(path)
+    raise ValueError(f"{path}: {reader.DESCRIPTION} holds no StyleGAN3 generator; readable: "
+                     "stylegan3-repository .pkl snapshots (G_ema)")
+
+
+def read_generator(path: str | os.PathLike) -> tuple[str, dict[str, torch.Tensor], dict[str, Any]]:
+    """``(architecture, state, config)`` of the StyleGAN generator in a sidecar-less file, by
+    content: ``"StyleGAN3Generator"`` (``read_stylegan3``) or ``"StyleGAN2Generator"``
+    (``read_stylegan2``: NVIDIA ADA / stylegan3-repository / TensorFlow pickles, rosinality
+    ``.pt``), so ``ARCHITECTURES[architecture](**config)`` loads ``state`` strictly. Raises as
+    ``read_stylegan2`` does."""
+    path = Path(path)
+    reader = identify(path)
+    if reader is torch_file:
+        return ("StyleGAN2Generator", *rosinality.read_stylegan2(path))
+    if reader in (nvidia_pickle, pickle_file):
+        return nvidia_pickle.read_generator(path)
+    raise ValueError(f"{path}: {reader.DESCRIPTION} holds no StyleGAN generator configuration; "
+                     "readable: NVIDIA StyleGAN2/StyleGAN3 .pkl and rosinality .pt")
 
 
 def save_checkpoint(model: nn.Module, path: str | os.PathLike, sidecar: Mapping[str, Any]) -> Path:

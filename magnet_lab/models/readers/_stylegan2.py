@@ -175,8 +175,8 @@ def refuse_stylegan3(keys: Any, class_name: str, source: str, module_src: str = 
     by_name = "networks_stylegan3" in class_name or "class SynthesisInput" in module_src
     if by_name or hit is not None:
         what = f"class {class_name}" if by_name else f"layer {hit}"
-        raise ValueError(f"{source}: a StyleGAN3 generator ({what}); only StyleGAN2 generators "
-                         "are read today, StyleGAN3 support arrives later")
+        raise ValueError(f"{source}: a StyleGAN3 generator ({what}), not a StyleGAN2 one; read "
+                         "it with read_stylegan3 (or magnet_lab.load_generator)")
 
 
 def infer_channels(seen: Mapping[int, int], source: str) -> tuple[int, int]:

@@ -1,4 +1,4 @@
-"""NVIDIA StyleGAN2 pickles, read by a restricted unpickler that never runs code from the file.
+"""NVIDIA StyleGAN2/StyleGAN3 pickles, read by a restricted unpickler that never runs code from the file.
 
 Two families. (1) stylegan2-ada-pytorch and stylegan3-repository ``.pkl``: a dict with ``G``,
 ``D``, ``G_ema``, ``training_set_kwargs``, ``augment_pipe``; each network is pickled as a call
@@ -19,8 +19,12 @@ anything is called. The generator kept is ``G_ema`` (TF: ``Gs``). Its config com
 stored kwargs (ADA: nested ``synthesis_kwargs``; stylegan3 repository: flat, with
 ``num_fp16_res`` 4, ``conv_clamp`` 256 and ``w_avg_beta`` 0.998 by default; told apart by that
 layout and, when no synthesis kwarg was given, by ``fused_modconv_default`` in the source text)
-and is checked against the tensor shapes. StyleGAN3 generators (``SynthesisInput`` in the source
-text, ``synthesis.L*_*_*`` layers) are refused.
+and is checked against the tensor shapes. A StyleGAN3 generator (stylegan3 repository's
+``networks_stylegan3``: ``class SynthesisInput`` in the source text, or ``synthesis.input.*`` /
+``synthesis.L<i>_<size>_<channels>.*`` layers) is read by ``read_stylegan3`` into the state-dict
+names of that ``Generator`` (which ours, ``models.stylegan3.StyleGAN3Generator``, shares), its flat
+synthesis kwargs nested as ``synthesis_kwargs`` with every default filled; ``read_generator``
+returns whichever of the two a file holds.
 
 TensorFlow → ADA key map (variables under component ``mapping/`` or ``synthesis/``; ``r`` a
 resolution, weights ``[k, k, in, out]`` and dense ``[in, out]`` in TF):
@@ -55,10 +59,11 @@ import numpy as np
 import torch
 
 from . import _stylegan2 as sg2
+from . import _stylegan3 as sg3
 from .torch_file import refusal_detail
 
 NAME = "nvidia-pickle"
-DESCRIPTION = "an NVIDIA StyleGAN2 pickle"
+DESCRIPTION = "an NVIDIA StyleGAN2/StyleGAN3 pickle"
 SUFFIXES = (".pkl",)
 READABLE = True
 _MARKS = (b"torch_utils.persistence", b"dnnlib")  # globals NVIDIA's pickles name first
@@ -70,8 +75,8 @@ def sniff(head: bytes) -> bool:
 
 
 def read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """``(state, {})`` of the file's generator (``G_ema``); see ``read_stylegan2`` for the config."""
-    return read_stylegan2(path)[0], {}
+    """``(state, {})`` of the file's generator (``G_ema``); see ``read_generator`` for the config."""
+    return read_generator(path)[1], {}
 
 
 class _Persistent:
@@ -209,39 +214,108 @@ def restricted_load(path: str | os.PathLike) -> Any:
     raise ValueError(f"{path}: {refusal}") from None  # outside the handler: no chained advice
 
 
+STYLEGAN2, STYLEGAN3 = "StyleGAN2Generator", "StyleGAN3Generator"  # registry architecture names
+
+
+def read_generator(path: str | os.PathLike) -> tuple[str, dict[str, torch.Tensor], dict[str, Any]]:
+    """``(architecture, state, config)`` of the generator (``G_ema``/``Gs``) in an NVIDIA pickle,
+    recognised by content: ``"StyleGAN3Generator"`` for a stylegan3-repository StyleGAN3
+    generator (as ``read_stylegan3``), else ``"StyleGAN2Generator"`` (as ``read_stylegan2``: ADA,
+    stylegan3-repository or TensorFlow). Raises ValueError naming the path for a refused global,
+    a corrupt or truncated file, an unknown layout, or weights that disagree with their config."""
+    return _read_generator(Path(path), None)
+
+
 def read_stylegan2(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """``(state, config)`` of the generator (``G_ema``/``Gs``) in an NVIDIA StyleGAN2 pickle
     (ADA, stylegan3-repository or TensorFlow): ``state`` float32 CPU tensors under the ADA
     ``Generator.state_dict()`` names, ``config`` its ADA-layout kwargs with every default filled.
     Raises ValueError naming the path for a refused global, a corrupt or truncated file, a
     StyleGAN3 generator, an unknown layout, or weights that disagree with their config."""
-    path = Path(path)
+    return _read_generator(Path(path), STYLEGAN2)[1:]
+
+
+def read_stylegan3(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """``(state, config)`` of the StyleGAN3 generator ``G_ema`` in a stylegan3-repository pickle
+    (configs T and R, conditional or not): ``state`` float32 CPU tensors under the official
+    ``Generator.state_dict()`` names (filters included), ``config`` the kwargs of our
+    ``StyleGAN3Generator`` with every default filled. Raises ValueError naming the path for a
+    refused global (nothing in the file is executed), a corrupt or truncated file, a file that
+    holds no StyleGAN3 generator, or weights that disagree with their config."""
+    return _read_generator(Path(path), STYLEGAN3)[1:]
+
+
+def _read_generator(path: Path, only: str | None
+                    ) -> tuple[str, dict[str, torch.Tensor], dict[str, Any]]:
+    """The generator of the pickle at ``path``; ``only`` (an architecture name) refuses the other."""
     data = restricted_load(path)
+    not_sg3 = (f"{path}: not a StyleGAN3 generator (no SynthesisInput in its source, no "
+               "synthesis.input / synthesis.L* layers); StyleGAN2 reads with read_stylegan2")
     try:
-        if isinstance(data, tuple) and data and all(isinstance(n, _TFNetwork) for n in data):
-            return _from_tf(data[-1], path)
-        if isinstance(data, _TFNetwork):
-            return _from_tf(data, path)
+        tf = (data[-1] if isinstance(data, tuple) and data
+              and all(isinstance(n, _TFNetwork) for n in data)
+              else data if isinstance(data, _TFNetwork) else None)
+        if tf is not None:
+            if only == STYLEGAN3:
+                raise ValueError(not_sg3)
+            return (STYLEGAN2, *_from_tf(tf, path))
         if isinstance(data, dict) and isinstance(data.get("G_ema"), _Persistent):
-            return _from_persistent(data["G_ema"], path)
+            g = data["G_ema"]
+            if only != STYLEGAN2 and _is_stylegan3(g, path):
+                return (STYLEGAN3, *_from_persistent_sg3(g, path))
+            if only == STYLEGAN3:
+                raise ValueError(not_sg3)
+            return (STYLEGAN2, *_from_persistent(g, path))  # refuses a StyleGAN3 generator
     except (TypeError, AttributeError, KeyError, IndexError, RuntimeError) as err:  # odd values
-        raise ValueError(f"{path}: malformed StyleGAN2 pickle ({type(err).__name__}: "
+        raise ValueError(f"{path}: malformed StyleGAN pickle ({type(err).__name__}: "
                          f"{str(err)[:200]})") from err
     raise ValueError(f"{path}: a pickle without a StyleGAN generator (expected a dict with "
                      f"'G_ema' or TensorFlow networks, got {type(data).__name__})")
 
 
-def _from_persistent(g: _Persistent, path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    class_name = str(g.meta.get("class_name", ""))  # the bare name ("Generator") in NVIDIA's files
+def _meta_text(g: _Persistent) -> tuple[str, str]:
+    """``(class_name, module_src)`` of a persistence record, as text (never executed)."""
     module_src = g.meta.get("module_src")
-    module_src = module_src if isinstance(module_src, str) else ""  # only searched as text
+    return str(g.meta.get("class_name", "")), module_src if isinstance(module_src, str) else ""
+
+
+def _is_stylegan3(g: _Persistent, path: Path) -> bool:
+    class_name, module_src = _meta_text(g)
+    if sg3.is_stylegan3((), class_name, module_src):
+        return True
+    return sg3.is_stylegan3(_flatten(g, "", path), class_name, module_src)
+
+
+def _init_kwargs(g: _Persistent) -> tuple[list[Any], dict[str, Any]]:
+    own = g.meta.get("state") or {}
+    args = list(own.get("_init_args", own.get("init_args", ())) or ())
+    kwargs = dict(own.get("_init_kwargs", own.get("init_kwargs", {})) or {})
+    return args, kwargs
+
+
+def _from_persistent_sg3(g: _Persistent, path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    class_name, _ = _meta_text(g)
+    if class_name.rsplit(".", 1)[-1] != "Generator":
+        raise ValueError(f"{path}: G_ema is {class_name!r}, not a StyleGAN3 Generator")
+    state = _flatten(g, "", path)
+    args, kwargs = _init_kwargs(g)
+    names = ["z_dim", "c_dim", "w_dim", "img_resolution", "img_channels", "mapping_kwargs"]
+    if len(args) > len(names):
+        raise ValueError(f"{path}: StyleGAN3 Generator stored {len(args)} positional arguments; "
+                         f"at most {len(names)} are known")
+    kwargs.update(zip(names, args))
+    config = sg3.normalise_config(kwargs, source=str(path))
+    sg3.check_state(state, config, str(path))
+    return state, config
+
+
+def _from_persistent(g: _Persistent, path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    class_name, module_src = _meta_text(g)  # the bare name ("Generator") in NVIDIA's files
     state = _flatten(g, "", path)
     sg2.refuse_stylegan3(state, class_name, str(path), module_src)
     if class_name.rsplit(".", 1)[-1] != "Generator":
         raise ValueError(f"{path}: G_ema is {class_name!r}, not a StyleGAN2 Generator")
-    own = g.meta.get("state") or {}
-    args = list(own.get("_init_args", own.get("init_args", ())) or ())
-    kwargs = dict(own.get("_init_kwargs", own.get("init_kwargs", {})) or {})
+    args, kwargs = _init_kwargs(g)
     # ADA nests synthesis_kwargs; the stylegan3 repository's networks_stylegan2 is flat and its
     # source (the only trace of which repository wrote the file) has fused_modconv_default
     flat = "synthesis_kwargs" not in kwargs and len(args) < 7 and (

@@ -1,0 +1,213 @@
+"""StyleGAN3 pickles through the restricted reader and the one door: files shaped like the
+stylegan3 repository's training snapshots (``G``, ``D``, ``G_ema``, ``augment_pipe``,
+``training_set_kwargs``; each network a persistence record with its module source as text, its
+``__dict__`` state and flat constructor kwargs) are built here by our own code from the published
+layout — no NVIDIA code or weights. Embedded sources carry a payload that would create a marker
+file if they were ever executed."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import magnet_lab
+from magnet_lab import spectra
+from magnet_lab.models.readers import (identify, nvidia_pickle, read_generator, read_state_dict,
+                                       read_stylegan2, read_stylegan3)
+from magnet_lab.models.stylegan3 import StyleGAN3Generator, input_transform
+from payloads import payload
+from builders import EasyDict, PersistentNet, ada_generator, ada_pickle, nvidia_dumps
+from test_stylegan3 import SMALL, Z, make_G
+
+SRC = "class SynthesisInput(torch.nn.Module):\n    pass\n"  # how networks_stylegan3 reads as text
+OFFICIAL_KW = {  # what the official train.py passes: flat synthesis kwargs (ours: nested)
+    "T": dict(channel_base=SMALL["channel_base"], channel_max=SMALL["channel_max"]),
+    "R": dict(channel_base=SMALL["channel_base"], channel_max=SMALL["channel_max"],
+              conv_kernel=1, use_radial_filters=True)}
+
+
+def _official_record(G: StyleGAN3Generator, marker: Path, config: str) -> PersistentNet:
+    """``G`` as the stylegan3 repository pickles its ``G_ema``: a persistence record per module,
+    the official attributes in each ``__dict__`` (numpy scalars and arrays, None filters)."""
+    state = {k: v.detach().float().clone() for k, v in G.state_dict().items()}
+
+    def net(cls: str, prefix: str, params=(), buffers=(), modules=None, attrs=None,
+            init_kwargs=None) -> PersistentNet:
+        n = PersistentNet(cls, marker, params={k: state[prefix + k] for k in params},
+                 buffers={k: state.get(prefix + k) for k in buffers},  # None: no filter
+                 modules=modules, init_kwargs=init_kwargs, src=SRC)
+        n.meta["state"].update(attrs or {})
+        return n
+
+    def fc(prefix: str) -> PersistentNet:
+        return net("FullyConnectedLayer", prefix, ["weight", "bias"],
+                   attrs={"weight_gain": np.float64(0.1), "activation": "linear"})
+
+    layers = {}
+    for name in G.synthesis.layer_names:
+        s = getattr(G.synthesis, name).spec
+        p = f"synthesis.{name}."
+        layers[name] = net("SynthesisLayer", p, ["weight", "bias"],
+                           ["magnitude_ema", "up_filter", "down_filter"], {"affine": fc(p + "affine.")},
+                           attrs={"in_size": np.broadcast_to(np.asarray(s.in_size), [2]),
+                                  "padding": list(s.padding), "in_cutoff": np.float64(s.in_cutoff),
+                                  "use_fp16": np.bool_(False), "up_factor": s.up_factor})
+    inp = net("SynthesisInput", "synthesis.input.", ["weight"], ["transform", "freqs", "phases"],
+              {"affine": fc("synthesis.input.affine.")},
+              attrs={"size": np.broadcast_to(np.asarray(G.synthesis.input.size), [2]),
+                     "sampling_rate": np.float64(G.synthesis.input.sampling_rate)})
+    synthesis = net("SynthesisNetwork", "synthesis.", modules={"input": inp, **layers},
+                    attrs={"layer_names": list(G.synthesis.layer_names), "margin_size": 2})
+    fcs = {f"fc{i}": fc(f"mapping.fc{i}.") for i in range(2)}
+    mapping = net("MappingNetwork", "mapping.", buffers=["w_avg"],
+                  modules={"embed": fc("mapping.embed.") if G.c_dim else None, **fcs})
+    init = dict(z_dim=G.z_dim, c_dim=G.c_dim, w_dim=G.w_dim, img_resolution=16, img_channels=3,
+                mapping_kwargs=EasyDict(num_layers=2), magnitude_ema_beta=0.5 ** (32 / 2e4),
+                num_layers=SMALL["num_layers"], num_critical=SMALL["num_critical"],
+                margin_size=SMALL["margin_size"], **OFFICIAL_KW[config])
+    return net("Generator", "", modules={"synthesis": synthesis, "mapping": mapping},
+               init_kwargs=init)
+
+
+def _snapshot(path: Path, g: PersistentNet) -> Path:
+    return ada_pickle(path, g)  # G, D, G_ema, augment_pipe, training_set_kwargs, as training does
+
+
+@pytest.fixture
+def t_pkl(tmp_path):
+    G = make_G("T").float()
+    return _snapshot(tmp_path / "stylegan3-t.pkl", _official_record(G, tmp_path / "src_ran", "T")), G
+
+
+@pytest.mark.parametrize("config, c_dim", [("T", 0), ("R", 3)])
+def test_snapshot_reads_back_exact_state_and_normalised_config(tmp_path, config, c_dim):
+    G = make_G(config, c_dim).float()
+    marker = tmp_path / "src_ran"
+    path = _snapshot(tmp_path / "network-snapshot-000000.pkl", _official_record(G, marker, config))
+    assert identify(path) is nvidia_pickle
+    state, cfg = read_stylegan3(path)
+    want = G.state_dict()
+    assert set(state) == set(want)
+    assert all(torch.equal(state[k], want[k]) for k in want)
+    assert cfg["synthesis_kwargs"]["use_radial_filters"] == (config == "R")
+    assert cfg["synthesis_kwargs"]["conv_kernel"] == (1 if config == "R" else 3)
+    assert cfg["synthesis_kwargs"]["conv_clamp"] == 256 and cfg["mapping_kwargs"]["w_avg_beta"] == 0.998
+    assert json.loads(json.dumps(cfg)) == cfg
+    H = StyleGAN3Generator(**cfg)
+    H.load_state_dict(state, strict=True)
+    assert H.synthesis.layer_names == G.synthesis.layer_names
+    arch, state2, cfg2 = read_generator(path)
+    assert arch == "StyleGAN3Generator" and cfg2 == cfg and set(state2) == set(state)
+    assert set(read_state_dict(path)) == set(want)
+    assert not marker.exists()  # module_src was never executed
+
+
+def test_load_generator_gives_our_stylegan3_with_the_same_images_and_options(t_pkl):
+    path, G = t_pkl
+    H = magnet_lab.load_generator(path, dtype=torch.float64)
+    assert isinstance(H, StyleGAN3Generator) and not H.training
+    assert H.sidecar["architecture"] == "StyleGAN3Generator"
+    assert H.sidecar["source"]["reader"] == "nvidia-pickle"
+    z = torch.randn(3, Z, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    G64 = G.double()
+    assert torch.allclose(H(z), G64(z), rtol=0, atol=1e-12)
+    M = input_transform(translate=(0.05, 0.0), rotate_deg=5)
+    Ht = magnet_lab.load_generator(path, dtype=torch.float64, psi=0.7, cutoff=3, transform=M)
+    assert torch.allclose(Ht(z), G64(z, psi=0.7, cutoff=3, transform=M), rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="unknown option"):
+        magnet_lab.load_generator(path, noise_mode="const")  # StyleGAN3 has no noise inputs
+    assert not (path.parent / "src_ran").exists()
+
+
+def test_spectra_of_a_loaded_stylegan3_match_the_autograd_jacobian(t_pkl):
+    path, _ = t_pkl
+    G = magnet_lab.load_generator(path, dtype=torch.float64, psi=0.7)
+    z = torch.randn(1, Z, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    log_sv = spectra.log_singular_values(G, z, method="exact", progress=False)  # [1, 8]
+    J = torch.func.jacfwd(lambda v: G(v[None]).reshape(-1))(z[0])  # [D, d], d JVPs
+    ref = torch.linalg.svdvals(J)
+    # z is normalised first, so J z = 0 and the last σ is zero up to rounding
+    assert (log_sv[0, :-1].exp() - ref[:-1]).abs().max() <= 1e-9 * ref[0]
+
+
+def test_stylegan2_and_stylegan3_readers_refuse_each_others_files(tmp_path, t_pkl):
+    path, _ = t_pkl
+    with pytest.raises(ValueError, match="StyleGAN3 generator.*read it with read_stylegan3") as err:
+        read_stylegan2(path)
+    assert str(path) in str(err.value)
+    g2, _ = ada_generator(tmp_path / "sg2_src_ran")
+    sg2 = ada_pickle(tmp_path / "sg2.pkl", g2)
+    with pytest.raises(ValueError, match="not a StyleGAN3 generator"):
+        read_stylegan3(sg2)
+    assert read_generator(sg2)[0] == "StyleGAN2Generator"
+
+
+def test_positional_constructor_arguments_are_read(tmp_path):
+    G = make_G("T").float()
+    g = _official_record(G, tmp_path / "ran", "T")
+    kw = g.meta["state"]["_init_kwargs"]
+    g.meta["state"]["_init_args"] = tuple(kw.pop(k) for k in ("z_dim", "c_dim", "w_dim",
+                                                             "img_resolution", "img_channels"))
+    _, cfg = read_stylegan3(_snapshot(tmp_path / "g.pkl", g))
+    assert cfg["z_dim"] == Z and cfg["img_resolution"] == 16
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda kw: kw.update(channel_max=16), "do not match the StyleGAN3 configuration"),
+    (lambda kw: kw.update(architecture="skip"), r"unknown StyleGAN3 synthesis kwargs \['architecture'\]"),
+    (lambda kw: kw.pop("img_channels"), "lack"),
+])
+def test_kwargs_that_disagree_with_the_weights_give_named_errors(tmp_path, edit, message):
+    G = make_G("T").float()
+    g = _official_record(G, tmp_path / "ran", "T")
+    edit(g.meta["state"]["_init_kwargs"])
+    path = _snapshot(tmp_path / "g.pkl", g)
+    with pytest.raises(ValueError, match=message) as err:
+        magnet_lab.load_generator(path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+KINDS = ["posix.system", "builtins.eval", "builtins.exec", "builtins.getattr", "subprocess.Popen"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("where", ["layer_state", "init_kwargs", "training_set_kwargs"])
+def test_stylegan3_snapshot_with_a_code_executing_global_is_refused_without_side_effect(
+        tmp_path, kind, where):
+    marker = tmp_path / "pwned"
+    evil, name = payload(kind, marker)
+    G = make_G("T").float()
+    g = _official_record(G, tmp_path / "src_ran", "T")
+    path = tmp_path / "stylegan3-t-afhqv2-512x512.pkl"
+    if where == "layer_state":
+        layer = g.meta["state"]["_modules"]["synthesis"].meta["state"]["_modules"]["L2_20_8"]
+        layer.meta["state"]["in_cutoff"] = evil
+    elif where == "init_kwargs":
+        g.meta["state"]["_init_kwargs"]["magnitude_ema_beta"] = evil
+    if where == "training_set_kwargs":
+        path.write_bytes(nvidia_dumps({"G_ema": g, "training_set_kwargs": {"path": evil}}, 4))
+    else:
+        _snapshot(path, g)
+    for read in (read_stylegan3, read_generator, magnet_lab.load_generator):
+        with pytest.raises(ValueError) as err:
+            read(path)
+        msg = str(err.value)
+        assert f"global {name}," in msg and "refused" in msg and str(path) in msg, msg
+        assert "nothing in the file was executed" in msg
+    assert not marker.exists() and not (tmp_path / "src_ran").exists()
+
+
+def test_official_check_script_imports_no_nvidia_code_and_needs_a_checkout(tmp_path, monkeypatch):
+    import importlib.util
+    import sys
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "stylegan3_check.py"
+    spec = importlib.util.spec_from_file_location("stylegan3_check", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert not {"training", "torch_utils", "dnnlib"} & set(sys.modules)
+    monkeypatch.setattr(sys, "argv", ["stylegan3_check.py", "--official", str(tmp_path)])
+    with pytest.raises(SystemExit, match="not a NVlabs/stylegan3 checkout"):
+        mod.main()
