@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from magnet_lab.models.stylegan3 import CONFIGS, StyleGAN3Generator
+
 # ----------------------------------------------------------------------- stand-ins for NVIDIA's names
 
 
@@ -258,3 +260,28 @@ def rosinality_state(seed: int = 0) -> dict[str, torch.Tensor]:
                        f"{name}.conv.modulation.weight": (cin, 8), f"{name}.conv.modulation.bias": (cin,),
                        f"{name}.noise.weight": (1,), f"{name}.activate.bias": (cout,)})
     return {k: torch.randn(s, generator=gen) for k, s in shapes.items()}
+
+
+# --------------------------------------------------------------------------- tiny StyleGAN3
+
+Z = W = 8
+SMALL = dict(channel_base=128, channel_max=8, num_layers=4, num_critical=2, margin_size=2)
+
+
+def make_stylegan3(config: str = "T", c_dim: int = 0, seed: int = 0, **synthesis) -> StyleGAN3Generator:
+    """A tiny float64 G whose biases, input affine, magnitude_ema and w_avg are random (not their
+    initial values), so every term of the forward pass matters."""
+    torch.manual_seed(seed)
+    kw = {**SMALL, **{k: v for k, v in CONFIGS[config].items()
+                      if k not in ("channel_base", "channel_max")}, **synthesis}
+    G = StyleGAN3Generator(Z, c_dim, W, 16, 3, None, kw).double().eval()
+    with torch.no_grad():
+        for name, p in G.named_parameters():
+            if name.endswith("bias"):
+                p.add_(0.2 * torch.randn_like(p))
+        G.synthesis.input.affine.weight.normal_(0, 0.5)
+        for name, b in G.named_buffers():
+            if name.endswith("magnitude_ema"):
+                b.copy_(torch.rand([], dtype=b.dtype) + 0.5)
+        G.mapping.w_avg.normal_()
+    return G.requires_grad_(False)

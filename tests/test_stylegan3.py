@@ -18,28 +18,7 @@ from magnet_lab.models.stylegan3 import (CONFIGS, StyleGAN3Generator, design_low
                                          filtered_lrelu, input_transform, layer_schedule,
                                          state_shapes)
 
-Z = W = 8
-SMALL = dict(channel_base=128, channel_max=8, num_layers=4, num_critical=2, margin_size=2)
-
-
-def make_G(config: str = "T", c_dim: int = 0, seed: int = 0, **synthesis) -> StyleGAN3Generator:
-    """A tiny float64 G whose biases, input affine, magnitude_ema and w_avg are random (not their
-    initial values), so every term of the forward pass matters."""
-    torch.manual_seed(seed)
-    kw = {**SMALL, **{k: v for k, v in CONFIGS[config].items()
-                      if k not in ("channel_base", "channel_max")}, **synthesis}
-    G = StyleGAN3Generator(Z, c_dim, W, 16, 3, None, kw).double().eval()
-    with torch.no_grad():
-        for name, p in G.named_parameters():
-            if name.endswith("bias"):
-                p.add_(0.2 * torch.randn_like(p))
-        G.synthesis.input.affine.weight.normal_(0, 0.5)
-        for name, b in G.named_buffers():
-            if name.endswith("magnitude_ema"):
-                b.copy_(torch.rand([], dtype=b.dtype) + 0.5)
-        G.mapping.w_avg.normal_()
-    return G.requires_grad_(False)
-
+from builders import SMALL, Z, make_stylegan3 as make_G
 
 def z_batch(n: int = 2, seed: int = 1) -> torch.Tensor:
     return torch.randn(n, Z, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)

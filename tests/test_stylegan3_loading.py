@@ -20,7 +20,7 @@ from magnet_lab.models.readers import (identify, nvidia_pickle, read_generator, 
 from magnet_lab.models.stylegan3 import StyleGAN3Generator, input_transform
 from payloads import payload
 from builders import EasyDict, PersistentNet, ada_generator, ada_pickle, nvidia_dumps
-from test_stylegan3 import SMALL, Z, make_G
+from builders import SMALL, Z, make_stylegan3 as make_G
 
 SRC = "class SynthesisInput(torch.nn.Module):\n    pass\n"  # how networks_stylegan3 reads as text
 OFFICIAL_KW = {  # what the official train.py passes: flat synthesis kwargs (ours: nested)
@@ -126,7 +126,8 @@ def test_spectra_of_a_loaded_stylegan3_match_the_autograd_jacobian(t_pkl):
     path, _ = t_pkl
     G = magnet_lab.load_generator(path, dtype=torch.float64, psi=0.7)
     z = torch.randn(1, Z, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    log_sv = spectra.log_singular_values(G, z, method="exact", progress=False)  # [1, 8]
+    log_sv = spectra.log_singular_values(G, z, spectra.SpectraOptions(method="exact"),
+                                          speed=spectra.SpeedOptions(progress=False))  # [1, 8]
     J = torch.func.jacfwd(lambda v: G(v[None]).reshape(-1))(z[0])  # [D, d], d JVPs
     ref = torch.linalg.svdvals(J)
     # z is normalised first, so J z = 0 and the last σ is zero up to rounding
