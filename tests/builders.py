@@ -9,6 +9,8 @@ Embedded sources carry a payload that would create a marker file if it were ever
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import pickle
 import sys
 import types
@@ -19,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from magnet_lab.models.biggan import BigGANDeep
 from magnet_lab.models.stylegan3 import CONFIGS, StyleGAN3Generator
 
 # ----------------------------------------------------------------------- stand-ins for NVIDIA's names
@@ -285,3 +288,101 @@ def make_stylegan3(config: str = "T", c_dim: int = 0, seed: int = 0, **synthesis
                 b.copy_(torch.rand([], dtype=b.dtype) + 0.5)
         G.mapping.w_avg.normal_()
     return G.requires_grad_(False)
+
+
+SRC = "class SynthesisInput(torch.nn.Module):\n    pass\n"  # how networks_stylegan3 reads as text
+OFFICIAL_KW = {  # what the official train.py passes: flat synthesis kwargs (ours: nested)
+    "T": dict(channel_base=SMALL["channel_base"], channel_max=SMALL["channel_max"]),
+    "R": dict(channel_base=SMALL["channel_base"], channel_max=SMALL["channel_max"],
+              conv_kernel=1, use_radial_filters=True)}
+
+
+def stylegan3_record(G: StyleGAN3Generator, marker: Path, config: str) -> PersistentNet:
+    """``G`` as the stylegan3 repository pickles its ``G_ema``: a persistence record per module,
+    the official attributes in each ``__dict__`` (numpy scalars and arrays, None filters)."""
+    state = {k: v.detach().float().clone() for k, v in G.state_dict().items()}
+
+    def net(cls: str, prefix: str, params=(), buffers=(), modules=None, attrs=None,
+            init_kwargs=None) -> PersistentNet:
+        n = PersistentNet(cls, marker, params={k: state[prefix + k] for k in params},
+                 buffers={k: state.get(prefix + k) for k in buffers},  # None: no filter
+                 modules=modules, init_kwargs=init_kwargs, src=SRC)
+        n.meta["state"].update(attrs or {})
+        return n
+
+    def fc(prefix: str) -> PersistentNet:
+        return net("FullyConnectedLayer", prefix, ["weight", "bias"],
+                   attrs={"weight_gain": np.float64(0.1), "activation": "linear"})
+
+    layers = {}
+    for name in G.synthesis.layer_names:
+        s = getattr(G.synthesis, name).spec
+        p = f"synthesis.{name}."
+        layers[name] = net("SynthesisLayer", p, ["weight", "bias"],
+                           ["magnitude_ema", "up_filter", "down_filter"], {"affine": fc(p + "affine.")},
+                           attrs={"in_size": np.broadcast_to(np.asarray(s.in_size), [2]),
+                                  "padding": list(s.padding), "in_cutoff": np.float64(s.in_cutoff),
+                                  "use_fp16": np.bool_(False), "up_factor": s.up_factor})
+    inp = net("SynthesisInput", "synthesis.input.", ["weight"], ["transform", "freqs", "phases"],
+              {"affine": fc("synthesis.input.affine.")},
+              attrs={"size": np.broadcast_to(np.asarray(G.synthesis.input.size), [2]),
+                     "sampling_rate": np.float64(G.synthesis.input.sampling_rate)})
+    synthesis = net("SynthesisNetwork", "synthesis.", modules={"input": inp, **layers},
+                    attrs={"layer_names": list(G.synthesis.layer_names), "margin_size": 2})
+    fcs = {f"fc{i}": fc(f"mapping.fc{i}.") for i in range(2)}
+    mapping = net("MappingNetwork", "mapping.", buffers=["w_avg"],
+                  modules={"embed": fc("mapping.embed.") if G.c_dim else None, **fcs})
+    init = dict(z_dim=G.z_dim, c_dim=G.c_dim, w_dim=G.w_dim, img_resolution=16, img_channels=3,
+                mapping_kwargs=EasyDict(num_layers=2), magnitude_ema_beta=0.5 ** (32 / 2e4),
+                num_layers=SMALL["num_layers"], num_critical=SMALL["num_critical"],
+                margin_size=SMALL["margin_size"], **OFFICIAL_KW[config])
+    return net("Generator", "", modules={"synthesis": synthesis, "mapping": mapping},
+               init_kwargs=init)
+
+
+# --------------------------------------------------------------------------- tiny BigGAN-deep
+
+# 4×4 → 8 → 16, attention before block 1 (16 channels), 3 classes
+BIGGAN_TINY = dict(output_dim=16, z_dim=4, class_embed_dim=4, channel_width=8, num_classes=3,
+            layers=[[True, 4, 2], [True, 2, 1]], attention_layer_position=1, eps=1e-4,
+            n_stats=51)
+
+
+def randomise_biggan(G: BigGANDeep, seed: int = 0) -> BigGANDeep:
+    """Random statistics (distinct per truncation), biases and attention gain, and weights scaled
+    so that the tanh output is neither saturated nor tiny: every term of the forward matters."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, t in list(G.named_parameters()) + list(G.named_buffers()):
+            r = torch.randn(t.shape, generator=g, dtype=torch.float64).to(t.dtype)
+            if name.endswith("running_means"):
+                t.copy_(0.3 * r)
+            elif name.endswith("running_vars"):
+                t.copy_(0.5 + r.abs())
+            elif name.endswith("gamma"):
+                t.fill_(0.8)
+            elif name.endswith("bias"):
+                t.copy_(0.1 * r)
+            elif t.ndim >= 2:  # conv and linear weights: unit-ish gain
+                t.copy_(r / math.sqrt(t[0].numel()))
+            else:  # final bn weight
+                t.copy_(1 + 0.1 * r)
+    return G
+
+
+def write_biggan_folder(model: BigGANDeep, path: Path, config: dict | None = None) -> dict:
+    """The reference's folder for ``model``: weight_orig = our weight, u/v its top singular
+    vectors (σ = σ_max > 0), so the folded weight is weight / σ_max. Returns the state written."""
+    path.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().float().clone() for k, v in model.state_dict().items()}
+    for name, m in model.named_modules():
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) and name != "embeddings":
+            w = state.pop(f"{name}.weight")
+            U, S, Vh = torch.linalg.svd(w.double().reshape(w.shape[0], -1), full_matrices=False)
+            state[f"{name}.weight_orig"] = w
+            state[f"{name}.weight_u"] = U[:, 0].float()
+            state[f"{name}.weight_v"] = Vh[0].float()
+    torch.save(state, path / "pytorch_model.bin")
+    cfg = {k: v for k, v in (config or model.config()).items() if k != "img_channels"}
+    (path / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True))
+    return state

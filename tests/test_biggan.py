@@ -5,7 +5,6 @@ comparison with the reference implementation itself is in tests/test_biggan_refe
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import pytest
@@ -17,48 +16,21 @@ from magnet_lab.models import fingerprint
 from magnet_lab.models.biggan import (RELEASED_CONFIGS, BigGANDeep, BigGANDeepConfig,
                                       stats_weights)
 from magnet_lab.models.readers import biggan_folder
+from builders import BIGGAN_TINY, randomise_biggan, write_biggan_folder
 from payloads import payload
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors on a shared 2-core runner
 
-# 4×4 → 8 → 16, attention before block 1 (16 channels), 3 classes
-TINY = dict(output_dim=16, z_dim=4, class_embed_dim=4, channel_width=8, num_classes=3,
-            layers=[[True, 4, 2], [True, 2, 1]], attention_layer_position=1, eps=1e-4,
-            n_stats=51)
-
-
-def randomise(G: BigGANDeep, seed: int = 0) -> BigGANDeep:
-    """Random statistics (distinct per truncation), biases and attention gain, and weights scaled
-    so that the tanh output is neither saturated nor tiny: every term of the forward matters."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, t in list(G.named_parameters()) + list(G.named_buffers()):
-            r = torch.randn(t.shape, generator=g, dtype=torch.float64).to(t.dtype)
-            if name.endswith("running_means"):
-                t.copy_(0.3 * r)
-            elif name.endswith("running_vars"):
-                t.copy_(0.5 + r.abs())
-            elif name.endswith("gamma"):
-                t.fill_(0.8)
-            elif name.endswith("bias"):
-                t.copy_(0.1 * r)
-            elif t.ndim >= 2:  # conv and linear weights: unit-ish gain
-                t.copy_(r / math.sqrt(t[0].numel()))
-            else:  # final bn weight
-                t.copy_(1 + 0.1 * r)
-    return G
-
-
 @pytest.fixture(scope="module")
 def G() -> BigGANDeep:
-    return randomise(BigGANDeep(**TINY)).double().eval().requires_grad_(False)
+    return randomise_biggan(BigGANDeep(**BIGGAN_TINY)).double().eval().requires_grad_(False)
 
 
 def latents(n: int, seed: int = 1, dtype=torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    z = torch.randn(n, TINY["z_dim"], generator=g, dtype=dtype)
-    labels = torch.arange(n) % TINY["num_classes"]
-    return z, torch.nn.functional.one_hot(labels, TINY["num_classes"]).to(dtype)
+    z = torch.randn(n, BIGGAN_TINY["z_dim"], generator=g, dtype=dtype)
+    labels = torch.arange(n) % BIGGAN_TINY["num_classes"]
+    return z, torch.nn.functional.one_hot(labels, BIGGAN_TINY["num_classes"]).to(dtype)
 
 
 # -- the model ------------------------------------------------------------------------------------
@@ -71,7 +43,7 @@ def test_forward_shapes_range_and_dtype(G):
     assert x.abs().max() < 1 and x.std() > 0.05  # tanh output, not degenerate
     assert G(z[0], c[0]).shape == (3, 16, 16)
     assert torch.allclose(G(z[0], c[0]), x[0], atol=1e-14)  # batched BLAS rounding aside
-    G32 = randomise(BigGANDeep(**TINY)).eval()
+    G32 = randomise_biggan(BigGANDeep(**BIGGAN_TINY)).eval()
     assert torch.allclose(G32(z.float(), c.float()).double(), x, atol=1e-5)
 
 
@@ -139,7 +111,7 @@ def test_samples_are_independent_within_a_batch(G):
     z, c = latents(3, seed=8)
     x = G(z, c)
     z2 = z.clone()
-    z2[1:] = torch.randn(2, TINY["z_dim"], dtype=torch.float64)
+    z2[1:] = torch.randn(2, BIGGAN_TINY["z_dim"], dtype=torch.float64)
     c2 = torch.roll(c, 1, dims=0)
     c2[0] = c[0]
     assert torch.allclose(G(z2, c2)[0], x[0], atol=1e-14)  # no batch statistics anywhere
@@ -225,19 +197,19 @@ def test_bad_inputs_give_named_errors(G, call, error, words):
 ])
 def test_inconsistent_configs_are_refused_naming_the_field(edit, words):
     with pytest.raises(ValueError, match=words):
-        BigGANDeep(**{**TINY, **edit})
+        BigGANDeep(**{**BIGGAN_TINY, **edit})
 
 
 def test_config_round_trips_through_json_and_options_enter_the_fingerprint(G):
     cfg = json.loads(json.dumps(G.config()))
-    assert cfg == {**TINY, "img_channels": 3}
+    assert cfg == {**BIGGAN_TINY, "img_channels": 3}
     assert BigGANDeep(**cfg).state_dict().keys() == G.state_dict().keys()
     assert fingerprint(G) != fingerprint(G.with_options(truncation=0.5))
-    no_attention = BigGANDeep(**dict(TINY, attention_layer_position=2))  # len(layers): none
+    no_attention = BigGANDeep(**dict(BIGGAN_TINY, attention_layer_position=2))  # len(layers): none
     assert [type(m).__name__ for m in no_attention.generator.layers] == ["GenBlock", "GenBlock"]
     assert [type(m).__name__ for m in G.generator.layers] == ["GenBlock", "SelfAttention",
                                                                "GenBlock"]
-    one = randomise(BigGANDeep(**TINY, img_channels=1)).double()
+    one = randomise_biggan(BigGANDeep(**BIGGAN_TINY, img_channels=1)).double()
     assert one(*latents(1)).shape == (1, 1, 16, 16)
 
 
@@ -258,27 +230,9 @@ def test_released_configs_build_with_the_published_sizes():
 # -- the folder reader ----------------------------------------------------------------------------
 
 
-def write_folder(model: BigGANDeep, path: Path, config: dict | None = None) -> dict:
-    """The reference's folder for ``model``: weight_orig = our weight, u/v its top singular
-    vectors (σ = σ_max > 0), so the folded weight is weight / σ_max. Returns the state written."""
-    path.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().float().clone() for k, v in model.state_dict().items()}
-    for name, m in model.named_modules():
-        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) and name != "embeddings":
-            w = state.pop(f"{name}.weight")
-            U, S, Vh = torch.linalg.svd(w.double().reshape(w.shape[0], -1), full_matrices=False)
-            state[f"{name}.weight_orig"] = w
-            state[f"{name}.weight_u"] = U[:, 0].float()
-            state[f"{name}.weight_v"] = Vh[0].float()
-    torch.save(state, path / "pytorch_model.bin")
-    cfg = {k: v for k, v in (config or model.config()).items() if k != "img_channels"}
-    (path / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True))
-    return state
-
-
 @pytest.fixture
 def folder(tmp_path) -> Path:
-    write_folder(randomise(BigGANDeep(**TINY)), tmp_path / "biggan-tiny")
+    write_biggan_folder(randomise_biggan(BigGANDeep(**BIGGAN_TINY)), tmp_path / "biggan-tiny")
     return tmp_path / "biggan-tiny"
 
 
@@ -328,9 +282,9 @@ def test_a_wrong_bin_is_a_named_error(folder, edit, words):
 
 
 def test_a_file_from_another_config_lists_a_few_keys_of_each_kind(folder, tmp_path):
-    other = dict(TINY, layers=[[True, 4, 2], [True, 2, 1], [False, 1, 1]], output_dim=16,
+    other = dict(BIGGAN_TINY, layers=[[True, 4, 2], [True, 2, 1], [False, 1, 1]], output_dim=16,
                  attention_layer_position=0)
-    write_folder(randomise(BigGANDeep(**other)), tmp_path / "other")
+    write_biggan_folder(randomise_biggan(BigGANDeep(**other)), tmp_path / "other")
     (tmp_path / "other" / "config.json").write_text((folder / "config.json").read_text())
     with pytest.raises(ValueError, match=r"weights do not match config.json .* \d+ missing "
                                          r"\[.*\] and \d+ more, \d+ unexpected"):
@@ -363,7 +317,7 @@ def test_folder_errors_name_what_is_missing_and_pickles_are_refused(folder, tmp_
         magnet_lab.load_classifier(empty)
 
     bad = tmp_path / "bad"
-    write_folder(randomise(BigGANDeep(**TINY)), bad)
+    write_biggan_folder(randomise_biggan(BigGANDeep(**BIGGAN_TINY)), bad)
     marker = tmp_path / "ran"
     torch.save({"embeddings.weight": torch.zeros(4, 3), "x": payload("os.system", marker)[0]},
                bad / "pytorch_model.bin")

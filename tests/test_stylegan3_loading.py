@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -19,58 +18,8 @@ from magnet_lab.models.readers import (identify, nvidia_pickle, read_generator, 
                                        read_stylegan2, read_stylegan3)
 from magnet_lab.models.stylegan3 import StyleGAN3Generator, input_transform
 from payloads import payload
-from builders import EasyDict, PersistentNet, ada_generator, ada_pickle, nvidia_dumps
-from builders import SMALL, Z, make_stylegan3 as make_G
-
-SRC = "class SynthesisInput(torch.nn.Module):\n    pass\n"  # how networks_stylegan3 reads as text
-OFFICIAL_KW = {  # what the official train.py passes: flat synthesis kwargs (ours: nested)
-    "T": dict(channel_base=SMALL["channel_base"], channel_max=SMALL["channel_max"]),
-    "R": dict(channel_base=SMALL["channel_base"], channel_max=SMALL["channel_max"],
-              conv_kernel=1, use_radial_filters=True)}
-
-
-def _official_record(G: StyleGAN3Generator, marker: Path, config: str) -> PersistentNet:
-    """``G`` as the stylegan3 repository pickles its ``G_ema``: a persistence record per module,
-    the official attributes in each ``__dict__`` (numpy scalars and arrays, None filters)."""
-    state = {k: v.detach().float().clone() for k, v in G.state_dict().items()}
-
-    def net(cls: str, prefix: str, params=(), buffers=(), modules=None, attrs=None,
-            init_kwargs=None) -> PersistentNet:
-        n = PersistentNet(cls, marker, params={k: state[prefix + k] for k in params},
-                 buffers={k: state.get(prefix + k) for k in buffers},  # None: no filter
-                 modules=modules, init_kwargs=init_kwargs, src=SRC)
-        n.meta["state"].update(attrs or {})
-        return n
-
-    def fc(prefix: str) -> PersistentNet:
-        return net("FullyConnectedLayer", prefix, ["weight", "bias"],
-                   attrs={"weight_gain": np.float64(0.1), "activation": "linear"})
-
-    layers = {}
-    for name in G.synthesis.layer_names:
-        s = getattr(G.synthesis, name).spec
-        p = f"synthesis.{name}."
-        layers[name] = net("SynthesisLayer", p, ["weight", "bias"],
-                           ["magnitude_ema", "up_filter", "down_filter"], {"affine": fc(p + "affine.")},
-                           attrs={"in_size": np.broadcast_to(np.asarray(s.in_size), [2]),
-                                  "padding": list(s.padding), "in_cutoff": np.float64(s.in_cutoff),
-                                  "use_fp16": np.bool_(False), "up_factor": s.up_factor})
-    inp = net("SynthesisInput", "synthesis.input.", ["weight"], ["transform", "freqs", "phases"],
-              {"affine": fc("synthesis.input.affine.")},
-              attrs={"size": np.broadcast_to(np.asarray(G.synthesis.input.size), [2]),
-                     "sampling_rate": np.float64(G.synthesis.input.sampling_rate)})
-    synthesis = net("SynthesisNetwork", "synthesis.", modules={"input": inp, **layers},
-                    attrs={"layer_names": list(G.synthesis.layer_names), "margin_size": 2})
-    fcs = {f"fc{i}": fc(f"mapping.fc{i}.") for i in range(2)}
-    mapping = net("MappingNetwork", "mapping.", buffers=["w_avg"],
-                  modules={"embed": fc("mapping.embed.") if G.c_dim else None, **fcs})
-    init = dict(z_dim=G.z_dim, c_dim=G.c_dim, w_dim=G.w_dim, img_resolution=16, img_channels=3,
-                mapping_kwargs=EasyDict(num_layers=2), magnitude_ema_beta=0.5 ** (32 / 2e4),
-                num_layers=SMALL["num_layers"], num_critical=SMALL["num_critical"],
-                margin_size=SMALL["margin_size"], **OFFICIAL_KW[config])
-    return net("Generator", "", modules={"synthesis": synthesis, "mapping": mapping},
-               init_kwargs=init)
-
+from builders import (PersistentNet, Z, ada_generator, ada_pickle, make_stylegan3 as make_G,
+                      nvidia_dumps, stylegan3_record)
 
 def _snapshot(path: Path, g: PersistentNet) -> Path:
     return ada_pickle(path, g)  # G, D, G_ema, augment_pipe, training_set_kwargs, as training does
@@ -79,14 +28,14 @@ def _snapshot(path: Path, g: PersistentNet) -> Path:
 @pytest.fixture
 def t_pkl(tmp_path):
     G = make_G("T").float()
-    return _snapshot(tmp_path / "stylegan3-t.pkl", _official_record(G, tmp_path / "src_ran", "T")), G
+    return _snapshot(tmp_path / "stylegan3-t.pkl", stylegan3_record(G, tmp_path / "src_ran", "T")), G
 
 
 @pytest.mark.parametrize("config, c_dim", [("T", 0), ("R", 3)])
 def test_snapshot_reads_back_exact_state_and_normalised_config(tmp_path, config, c_dim):
     G = make_G(config, c_dim).float()
     marker = tmp_path / "src_ran"
-    path = _snapshot(tmp_path / "network-snapshot-000000.pkl", _official_record(G, marker, config))
+    path = _snapshot(tmp_path / "network-snapshot-000000.pkl", stylegan3_record(G, marker, config))
     assert identify(path) is nvidia_pickle
     state, cfg = read_stylegan3(path)
     want = G.state_dict()
@@ -148,7 +97,7 @@ def test_stylegan2_and_stylegan3_readers_refuse_each_others_files(tmp_path, t_pk
 
 def test_positional_constructor_arguments_are_read(tmp_path):
     G = make_G("T").float()
-    g = _official_record(G, tmp_path / "ran", "T")
+    g = stylegan3_record(G, tmp_path / "ran", "T")
     kw = g.meta["state"]["_init_kwargs"]
     g.meta["state"]["_init_args"] = tuple(kw.pop(k) for k in ("z_dim", "c_dim", "w_dim",
                                                              "img_resolution", "img_channels"))
@@ -163,7 +112,7 @@ def test_positional_constructor_arguments_are_read(tmp_path):
 ])
 def test_kwargs_that_disagree_with_the_weights_give_named_errors(tmp_path, edit, message):
     G = make_G("T").float()
-    g = _official_record(G, tmp_path / "ran", "T")
+    g = stylegan3_record(G, tmp_path / "ran", "T")
     edit(g.meta["state"]["_init_kwargs"])
     path = _snapshot(tmp_path / "g.pkl", g)
     with pytest.raises(ValueError, match=message) as err:
@@ -181,7 +130,7 @@ def test_stylegan3_snapshot_with_a_code_executing_global_is_refused_without_side
     marker = tmp_path / "pwned"
     evil, name = payload(kind, marker)
     G = make_G("T").float()
-    g = _official_record(G, tmp_path / "src_ran", "T")
+    g = stylegan3_record(G, tmp_path / "src_ran", "T")
     path = tmp_path / "stylegan3-t-afhqv2-512x512.pkl"
     if where == "layer_state":
         layer = g.meta["state"]["_modules"]["synthesis"].meta["state"]["_modules"]["L2_20_8"]
