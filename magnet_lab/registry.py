@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import paths
+from . import latent, paths
 from .models.readers import (WEIGHT_SUFFIXES, build_model, identify, load_checkpoint,
                              read_stylegan2, safetensors_file, sidecar_path)
 from .models.fmnist import FmnistClassifier, FmnistDCGAN, FmnistStyleGAN2
@@ -73,9 +73,11 @@ def load_generator(spec: str | os.PathLike, device: str | torch.device = "cpu",
     its code. ``options`` set a StyleGAN2's run options — ``psi``, ``cutoff``, ``noise_mode``
     (``"const"``, ``"random"`` with ``noise_seed``, ``"none"``), ``modulation`` — which a plain
     ``G(z)`` (and so ``spectra``) then uses. The record of where it came from is
-    ``model.sidecar``. Raises ValueError for an unknown name (listing the known ones), a bad or
-    refused checkpoint, or options the generator does not take; FileNotFoundError for a missing
-    file or sidecar."""
+    ``model.sidecar``; how its candidates are drawn is ``model.latent_spec``
+    (``latent.LatentSpec``: the Gaussian law, ``z_dim``, its classes when conditional, and
+    ``options`` as its run options). Raises ValueError for an unknown name (listing the known
+    ones), a bad or refused checkpoint, or options the generator does not take;
+    FileNotFoundError for a missing file or sidecar."""
     path = _resolve(spec, GENERATORS, "generator")
     model = _load(path, device, dtype, stylegan2=True)
     if not isinstance(getattr(model, "z_dim", None), int):
@@ -88,6 +90,10 @@ def load_generator(spec: str | os.PathLike, device: str | torch.device = "cpu",
                              "generation setting: models.generate(G, z, psi=...))")
         sidecar, model = model.sidecar, model.with_options(**options)
         model.sidecar = sidecar
+    c_dim = getattr(model, "c_dim", 0)
+    model.latent_spec = latent.LatentSpec(latent.GaussianLaw(), model.z_dim,
+                                          n_classes=c_dim if c_dim else None,
+                                          run_options=dict(options))
     return model
 
 
