@@ -213,14 +213,19 @@ def evaluate(images: torch.Tensor, real_feats: torch.Tensor, classifier: torch.n
 
 
 def fmnist_reference(classifier: torch.nn.Module, *, seed: int = 0,
-                     root: str | Path | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
+                     root: str | Path | None = None, balanced: bool = False
+                     ) -> tuple[torch.Tensor, dict[str, Any]]:
     """The held-out real reference of the Fashion-MNIST studies: features ``[N, F]`` (float64)
     under ``classifier`` of the **test** set subsampled with the training split's imbalance
     (``data.imbalanced_split(test_labels, seed=seed)``, what the generator was asked to model),
-    and a JSON-able description (n, split, seed)."""
+    or with ``balanced`` of the whole (balanced) test set, and a JSON-able description (dataset,
+    split, seed, n)."""
     from . import data
 
     images, labels = data.fashion_mnist("test", root)
+    if balanced:
+        feats = features.extract_features(classifier, data.to_model_range(images))  # [N, F]
+        return feats, {"dataset": "fashion-mnist", "split": "test", "n": len(labels)}
     idx = data.imbalanced_split(labels, seed=seed)
     feats = features.extract_features(classifier, data.to_model_range(images[idx]))  # [N, F]
     return feats, {"dataset": "fashion-mnist", "split": "test, imbalanced_split",
