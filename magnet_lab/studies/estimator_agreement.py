@@ -32,9 +32,10 @@ class EstimatorAgreement:
 
 def estimator_agreement(G: torch.nn.Module, generator_id: str, vb: bank.VolumeBank,
                         classifier: torch.nn.Module, real_feats: torch.Tensor, *, subset: int,
-                        k: int, tol: float, n_boot: int, seed: int) -> EstimatorAgreement:
+                        k: int, tol: float, n_boot: int, seed: int,
+                        proj_dim: int = 128) -> EstimatorAgreement:
     """On the first ``subset`` candidates of the exact bank ``vb``: banks of the projected
-    estimator and of top-k (``k`` σ, tolerance ``tol``) on the same latents
+    estimator (``proj_dim`` directions) and of top-k (``k`` σ, tolerance ``tol``) on the same latents
     (``experiment.candidate_bank``), Spearman CIs of their log-volumes against the exact ones
     ("all σ" but those zero at every candidate, ``sampling.all_top_k``; and the top k), the
     largest top-k error in log σ, and MaGNET selections (ρ = 1, ``subset // 4`` (at least 4)
@@ -45,7 +46,8 @@ def estimator_agreement(G: torch.nn.Module, generator_id: str, vb: bank.VolumeBa
     est = {
         "exact": sub,
         "projected": experiment.candidate_bank(G, generator_id, subset, seed=seed,
-                                               method="projected", latents=sub.latents),
+                                               method="projected", proj_dim=proj_dim,
+                                               latents=sub.latents),
         "topk": experiment.candidate_bank(G, generator_id, subset, seed=seed, method="topk",
                                           k=k, latents=sub.latents, tol=tol),
     }
