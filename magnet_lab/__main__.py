@@ -157,10 +157,10 @@ def _build_share(args: argparse.Namespace, device: str, worker: tuple[int, int] 
     # Every worker draws all N candidates from G's latent law (the identity hashes all of them;
     # 250k x 512 float32 is 0.5 GB), so the rows of shard i are the same whatever the number of
     # workers; with --per-row-seeds row i comes from seed --seed + i alone.
-    drawn = latent.spec_of(G).draw(args.n, seed=args.seed, per_row=args.per_row_seeds,
-                                   dtype=dtype)
+    law = latent.spec_of(G)
+    drawn = law.draw(args.n, seed=args.seed, per_row=args.per_row_seeds, dtype=dtype)
     vb = bank.build(G, drawn.z.to(device), args.out, shard_size=args.shard_size,
-                    generator_id=spec, worker=worker, generator_options=options,
+                    generator_id=spec, worker=worker, generator_options=law.run_options,
                     **drawn.bank_arguments(), method=args.method, k=args.k,
                     proj_dim=args.proj_dim, seed=args.spectra_seed, chunk=args.chunk,
                     dtype=dtype, precision=args.precision)

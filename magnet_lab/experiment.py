@@ -34,7 +34,9 @@ def candidate_bank(G: torch.nn.Module, generator_id: str, n: int, *, seed: int,
     with ``spectra.log_singular_values(method, k, proj_dim, seed, **spectra_kwargs)`` by
     ``bank.build`` into ``directory/<bank.default_path name>`` (default: the cache), so it is
     reused exactly when the bank identity (weights fingerprint, latents and their law, every
-    spectra option, dtype, device) is the same, and resumed when interrupted. ``k`` is the
+    spectra option, dtype, device) is the same, and resumed when interrupted; the spec's run
+    options are recorded with it (``generator_options``) so ``sample`` loads G again as it was.
+    ``k`` is the
     number of singular values computed (None: all); ``top_k`` for the weights is chosen later,
     per sampler. ``progress`` shows ``bank.build``'s bar over the latents, advanced shard by
     shard (speed output only: the bank and its identity are the same without it;
@@ -51,8 +53,9 @@ def candidate_bank(G: torch.nn.Module, generator_id: str, n: int, *, seed: int,
             recorded |= {"labels": labels, "n_classes": spec.n_classes}
     z = z.to(param.device, param.dtype)
     return bank.build(G, z, generator_id=generator_id, shard_size=shard_size,
-                      cache_root=directory, method=method, k=k, proj_dim=proj_dim, seed=seed,
-                      progress=progress, **recorded, **spectra_kwargs)
+                      generator_options=spec.run_options, cache_root=directory, method=method,
+                      k=k, proj_dim=proj_dim, seed=seed, progress=progress, **recorded,
+                      **spectra_kwargs)
 
 
 def _check_seed(seed: Any, name: str = "seed") -> None:

@@ -226,3 +226,17 @@ def test_candidate_bank_with_progress_is_the_same_bank(tmp_path, monkeypatch):
     assert torch.equal(shown.log_sv, plain.log_sv) and torch.equal(shown.latents, plain.latents)
     assert shown.meta["identity"] == plain.meta["identity"]
     assert len(list(Path(shown.meta["path"]).glob("shard-*.safetensors"))) == 3
+
+
+def test_kind_of_a_generator_is_decided_once_from_one_image():
+    class RGB(nn.Module):
+        z_dim = 2
+
+        def forward(self, z):
+            return z[:, :1, None, None].expand(-1, 3, 4, 4).tanh()
+
+    assert attributes.kind_of(TinyGen()) == "class"  # one channel
+    assert attributes.kind_of(RGB()) == "face"
+    assert attributes.kind_of(RGB(), "class") == "class"  # asked for: no image needed
+    with pytest.raises(ValueError, match="attributes must be"):
+        attributes.kind_of(RGB(), "hair")
