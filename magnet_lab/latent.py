@@ -151,9 +151,11 @@ def law_from_identity(law: dict[str, Any] | None) -> LatentLaw:
     name = (law or {}).get("law")
     base = name[:-len("_per_row")] if isinstance(name, str) and name.endswith("_per_row") else name
     if base not in _LAWS:
-        raise ValueError(f"the bank's latents law is {name!r}: not a law this package can "
-                         f"evaluate (known: {sorted(_LAWS)}); the bank was built from given "
-                         "latents, so their prior is unknown")
+        why = {"given": "the bank was built from given latents, so their prior is unknown",
+               None: "the bank records no latent law (e.g. an authors' .npz bank)"}
+        raise ValueError(f"the bank's latents law is {name!r}: "
+                         f"{why.get(name, 'not a law this package knows')} (known laws: "
+                         f"{sorted(_LAWS)})")
     if base == "truncated_normal":
         return TruncatedNormalLaw(bound=float(law["bound"]), scale=float(law["scale"]))
     return GaussianLaw()
