@@ -140,7 +140,7 @@ def _build_share(args: argparse.Namespace, device: str, worker: tuple[int, int] 
     the command line) and print what was done; None when the worker owns no shard."""
     import torch
 
-    from . import bank, sampling
+    from . import bank, latent
     from .registry import load_generator
     from .spectra import SpectraOptions, SpeedOptions
 
@@ -155,22 +155,18 @@ def _build_share(args: argparse.Namespace, device: str, worker: tuple[int, int] 
     options = {k: v for k in ("psi", "cutoff", "noise_mode", "noise_seed")
                if (v := getattr(args, k)) is not None}
     G = load_generator(spec, device=device, dtype=dtype, **options)
-    # Every worker draws all N latents (the identity hashes all of them; 250k x 512 float32 is
-    # 0.5 GB), so the rows of shard i are the same whatever the number of workers.
-    seeds = None
-    if args.per_row_seeds:
-        seeds = torch.arange(args.seed, args.seed + args.n)  # [N]
-        z = sampling.latents_from_seeds(seeds, G.z_dim, dtype=dtype)  # [N, d]
-        law = {"law": "gaussian_per_row", "first_seed": args.seed}
-    else:
-        z = sampling.gaussian_latents(args.n, G.z_dim, seed=args.seed, dtype=dtype)  # [N, d]
-        law = {"law": "gaussian", "seed": args.seed}
+    # Every worker draws all N candidates from G's latent law (the identity hashes all of them;
+    # 250k x 512 float32 is 0.5 GB), so the rows of shard i are the same whatever the number of
+    # workers; with --per-row-seeds row i comes from seed --seed + i alone.
+    law = latent.spec_of(G)
+    drawn = law.draw(args.n, seed=args.seed, per_row=args.per_row_seeds, dtype=dtype)
     spectra_options = SpectraOptions(method=args.method, k=args.k, proj_dim=args.proj_dim,
                                      seed=args.spectra_seed, dtype=dtype,
                                      precision=args.precision)
-    vb = bank.build(G, z.to(device), args.out, shard_size=args.shard_size, generator_id=spec,
-                    seeds=seeds, latent_law=law, worker=worker, generator_options=options,
-                    options=spectra_options, speed=SpeedOptions(chunk=args.chunk))
+    vb = bank.build(G, drawn.z.to(device), args.out, shard_size=args.shard_size,
+                    generator_id=spec, worker=worker, generator_options=law.run_options,
+                    **drawn.bank_arguments(), options=spectra_options,
+                    speed=SpeedOptions(chunk=args.chunk))
     print(f"{tag} {len(vb)} latents, log σ {tuple(vb.log_sv.shape)}, "
           f"{len(vb.meta['shards_computed'])} shard(s) computed -> {vb.meta['path']}", flush=True)
     return vb
@@ -251,7 +247,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     import matplotlib.pyplot as plt
     import torch
 
-    from . import bank, plots, provenance, sampling
+    from . import bank, experiment, plots, provenance, sampling
     from .models import fingerprint, generate
     from .registry import load_generator
 
@@ -272,14 +268,14 @@ def _cmd_sample(args: argparse.Namespace) -> int:
         raise UserError(f"generator {spec} has fingerprint {have}, but bank {args.bank} was built "
                         f"with {want}: the weights changed since; rebuild the bank or pass the "
                         "generator that made it")
-    log_w = sampling.log_weights(vb.log_sv, args.rho, top_k=args.top_k)
-    sampling.check_ess(log_w)
+    sampler = experiment.Sampler("sample", rho=args.rho, top_k=args.top_k, replace=args.replace,
+                                 seed=args.seed)
+    log_w = sampler.log_weights(vb)  # [N]
     n_candidates = int(torch.isfinite(log_w).sum())
     if not args.replace and args.n > n_candidates:
         raise UserError(f"--n {args.n} is more than the {n_candidates} candidates with positive "
                         f"weight in {args.bank}; lower --n, add --replace, or build a bigger bank")
-    idx = sampling.resample(log_w, args.n, replace=args.replace,
-                            rng=torch.Generator().manual_seed(args.seed))
+    idx = sampler.indices(vb, args.n)  # [n]
     images = generate(G, vb.latents[idx])
     out = Path(args.out)
     fig, ax = plt.subplots(figsize=(8, 8))
@@ -316,8 +312,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--generator", default="fmnist-dcgan", help="built-in name or weights path")
     # --n-latents: torchrun's own parser reads a bare --n as an ambiguous prefix of its --nnodes
     b.add_argument("--n", "--n-latents", dest="n", type=int, default=10_000,
-                   help="number of Gaussian candidates (spell it --n-latents under torchrun)")
-    b.add_argument("--seed", type=int, default=0, help="seed of the Gaussian candidates")
+                   help="number of candidates, drawn from the generator's latent law "
+                        "(spell it --n-latents under torchrun)")
+    b.add_argument("--seed", type=int, default=0, help="seed of the candidates")
     b.add_argument("--per-row-seeds", action="store_true",
                    help="draw candidate i from its own seed --seed + i (stored in the bank): "
                         "any latent can be regenerated alone and a larger --n extends a smaller "

@@ -110,6 +110,20 @@ def attribute_kind(kind: str, images: torch.Tensor) -> str:
     return kind
 
 
+def kind_of(G: torch.nn.Module, kind: str = "auto") -> str:
+    """The attribute kind of generator ``G`` for a notebook's ``attributes`` parameter: ``kind``
+    itself when it is "class" or "face", else (``"auto"``) ``attribute_kind`` of one image of G
+    (drawn from its latent law, ``latent.spec_of``, seed 0): "face" for RGB, "class" otherwise.
+    Raises ValueError for another ``kind``."""
+    if kind != "auto":
+        return attribute_kind(kind, torch.empty(0))
+    from . import latent
+    from .models import generate
+
+    z = latent.spec_of(G).draw(1, seed=0).z  # [1, d]
+    return attribute_kind(kind, generate(G, z))  # one image [1, C, H, W]
+
+
 def semantic_attributes(images: torch.Tensor, kind: str,
                         classifier: torch.nn.Module | None = None) -> dict[str, dict[str, Any]]:
     """The categorical attributes of ``images`` ``[N, C, H, W]`` in [-1, 1] behind one interface:

@@ -1,9 +1,10 @@
 """The study pipeline the notebooks share: candidates → bank → samples → images → evaluation.
 
-``candidate_bank`` builds (or resumes from the cache) the volume bank of N seeded Gaussian
-candidates; a ``Sampler`` (ρ, top_k, exact or authors' weights, with or without replacement, ψ)
-turns it into MaGNET/polarity samples (``polarity_indices`` / ``polarity_latents`` are the same
-as functions); ``models.generate`` makes images (truncation ψ is a generation-time setting);
+``candidate_bank`` builds (or resumes from the cache) the volume bank of N seeded candidates
+drawn from the generator's latent law (``latent.spec_of(G)``); a ``Sampler`` (ρ, top_k, exact
+or authors' weights, with or without replacement, % MaGNET, ψ) turns a bank into indices,
+``Sampler.indices(vb, n)``: the one draw path of the notebooks, the explorer and the command
+line; ``models.generate`` makes images (truncation ψ is a generation-time setting);
 ``evaluate`` scores images against a real reference in the classifier's feature space, with
 bootstrap CIs.
 """
@@ -12,11 +13,11 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
-from . import attributes, bank, bootstrap, features, sampling
+from . import attributes, bank, bootstrap, features, latent, sampling
 from .spectra import SpectraOptions, SpeedOptions
 
 
@@ -24,86 +25,66 @@ def candidate_bank(G: torch.nn.Module, generator_id: str, n: int, *, seed: int,
                    options: SpectraOptions | None = None,
                    shard_size: int = bank.DEFAULT_SHARD_SIZE,
                    directory: str | Path | None = None, latents: torch.Tensor | None = None,
+                   labels: torch.Tensor | None = None, classes: Sequence[int] | None = None,
                    progress: bool = False, speed: SpeedOptions | None = None
                    ) -> bank.VolumeBank:
-    """The volume bank of ``n`` Gaussian candidates ``z = gaussian_latents(n, d, seed)`` for
-    ``G`` (or of ``latents`` ``[N, d]``, e.g. a subset for an estimator comparison), built with
-    ``spectra.log_singular_values(G, z, options)`` (``SpectraOptions``; None: exact with the
-    projection/start seed ``seed``) by ``bank.build`` into ``directory/<bank.default_path
-    name>`` (default: the cache), so it is reused exactly when the bank identity (weights
-    fingerprint, latents, every option that changes values, dtype, device) is the same, and
-    resumed when interrupted. ``options.k`` is the number of singular values computed (None:
-    all); ``top_k`` for the weights is chosen later, per sampler. ``speed`` (``SpeedOptions``)
-    and ``progress`` (a bar over the latents, advanced shard by shard) change speed and output
-    only: the bank and its identity are the same without them (``MAGNET_LAB_PROGRESS=0`` turns
-    the bar off). Returns the merged ``VolumeBank``."""
+    """The volume bank of ``n`` candidates ``latent.spec_of(G).draw(n, seed=seed,
+    classes=classes)`` for ``G`` (its latent law, drawn in float32 and cast to G's dtype; a
+    conditional G's classes drawn uniformly over ``classes``, all by default, and stored as the
+    bank's labels) or of ``latents`` ``[N, d]`` (with their ``labels`` ``[N]`` for a conditional
+    G; e.g. a subset for an estimator comparison), built with ``spectra.log_singular_values(G,
+    z, options)`` (``SpectraOptions``; None: exact with the projection/start seed ``seed``) by
+    ``bank.build`` into ``directory/<bank.default_path name>`` (default: the cache), so it is
+    reused exactly when the bank identity (weights fingerprint, latents and their law, every
+    option that changes values, dtype, device) is the same, and resumed when interrupted; the
+    spec's run options are recorded with it (``generator_options``) so ``sample`` loads G again
+    as it was. ``options.k`` is the number of singular values computed (None: all); ``top_k``
+    for the weights is chosen later, per sampler. ``speed`` (``SpeedOptions``) and ``progress``
+    (a bar over the latents, advanced shard by shard) change speed and output only: the bank
+    and its identity are the same without them (``MAGNET_LAB_PROGRESS=0`` turns the bar off).
+    Returns the merged ``VolumeBank``. Raises ValueError as ``latent.spec_of`` and
+    ``bank.build`` do."""
+    spec = latent.spec_of(G)
     param = next(G.parameters())
     if latents is None:
-        z, law = sampling.gaussian_latents(n, G.z_dim, seed=seed), {"law": "gaussian", "seed": seed}
+        drawn = spec.draw(n, seed=seed, classes=classes)
+        z, recorded = drawn.z, drawn.bank_arguments()
     else:
-        z, law = latents, None
+        z, recorded = latents, {"latent_law": None}
+        if labels is not None:
+            recorded |= {"labels": labels, "n_classes": spec.n_classes}
     z = z.to(param.device, param.dtype)
     options = SpectraOptions(seed=seed) if options is None else options
     speed = speed or SpeedOptions()
     if progress:
         speed = speed.replace(progress=True)
-    return bank.build(G, z, generator_id=generator_id, shard_size=shard_size, latent_law=law,
-                      cache_root=directory, options=options, speed=speed)
+    return bank.build(G, z, generator_id=generator_id, shard_size=shard_size,
+                      generator_options=spec.run_options, cache_root=directory, options=options,
+                      speed=speed, **recorded)
 
 
-def polarity_log_weights(vb: bank.VolumeBank, rho: float, *, top_k: int | None = None,
-                         exact_uniform: bool = False) -> torch.Tensor:
-    """Normalised log-weights ``[N]`` of the bank's candidates for polarity ρ over the top_k
-    largest singular values (ρ = 1: MaGNET). ``exact_uniform`` divides out the candidates' Gaussian
-    prior (the theory's exact weights; see ``sampling.log_weights``); it needs the bank's latents.
-    Raises ValueError for exact weights without latents and as ``sampling.log_weights`` does."""
-    log_prior = None
-    if exact_uniform:
-        if vb.latents is None:
-            raise ValueError("exact_uniform weights need the bank's latents")
-        log_prior = sampling.gaussian_log_prior(vb.latents)
-    return sampling.log_weights(vb.log_sv, rho, top_k=top_k, log_prior=log_prior)
-
-
-def polarity_indices(vb: bank.VolumeBank, rho: float, n: int, *, seed: int,
-                     top_k: int | None = None, exact_uniform: bool = False,
-                     replace: bool = False) -> torch.Tensor:
-    """Indices ``[n]`` (int64) of ``n`` candidates resampled with ``polarity_log_weights(vb, rho,
-    ...)`` by ``sampling.resample`` with ``rng = torch.Generator().manual_seed(seed)``: without
-    replacement (Gumbel-top-n, the authors' procedure, the default) or, with ``replace=True``,
-    i.i.d. draws from the weighted law. Warns (``sampling.LowESSWarning``) when the weights
-    collapse. Raises as ``sampling.resample`` does (e.g. ``n`` above the positive-weight
-    candidates without replacement)."""
-    log_w = polarity_log_weights(vb, rho, top_k=top_k, exact_uniform=exact_uniform)
-    sampling.check_ess(log_w)
-    return sampling.resample(log_w, n, replace=replace, rng=torch.Generator().manual_seed(seed))
-
-
-def polarity_latents(vb: bank.VolumeBank, rho: float, n: int, *, seed: int,
-                     top_k: int | None = None, exact_uniform: bool = False,
-                     replace: bool = False) -> torch.Tensor:
-    """The latents ``[n, d]`` of ``polarity_indices(vb, rho, n, ...)``. Raises ValueError when the
-    bank stores no latents."""
-    if vb.latents is None:
-        raise ValueError("the bank stores no latents to resample")
-    return vb.latents[polarity_indices(vb, rho, n, seed=seed, top_k=top_k,
-                                       exact_uniform=exact_uniform, replace=replace)]
+def _check_seed(seed: Any, name: str = "seed") -> None:
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"{name} must be a non-negative int, got {seed!r}")
 
 
 @dataclass(frozen=True)
 class Sampler:
-    """One sampler of a study, as data: how to turn a bank (or fresh noise) into ``n`` latents.
+    """One sampler, as data: how to turn a bank (or fresh noise) into ``n`` latents.
 
     ``name`` labels it in tables and results. Bank samplers (the default) resample the bank's
     candidates with weights ``vol_top_k^rho`` (``top_k`` None: all of the bank's columns;
-    ``exact_uniform`` divides out the Gaussian prior), with or without ``replace``ment, from
+    ``exact_uniform`` divides out the candidates' prior, the log density of the bank's latent
+    law, ``latent.law_of_bank``), with or without ``replace``ment, from
     ``torch.Generator().manual_seed(seed)``; ``magnet_fraction < 1`` is the MaGNET appendix's
     mixture (that fraction weighted, the rest plain, ``sampling.mixture_indices``).
-    ``fresh_latents=True`` ignores the weights and draws ``torch.randn(n, d)`` (float32) from
-    ``seed`` instead: the truncation baseline. ``psi`` is the truncation applied when generating
-    images (``models.generate(G, z, psi=sampler.psi)``). Raises ValueError on construction for a
-    non-finite ``rho``, a ``psi`` that is not finite and positive (ψ > 1 is anti-truncation), ``magnet_fraction`` outside ``[0, 1]``, or a
-    fresh-latent sampler with weights (``rho`` ≠ 0 or ``exact_uniform``).
+    ``fresh_latents=True`` ignores the weights and draws fresh latents from ``seed`` instead (the
+    truncation baseline; ``torch.randn(n, d)`` float32 for a Gaussian bank). ``psi`` is the
+    truncation applied when generating images (``models.generate(G, z, psi=sampler.psi)``).
+    Raises ValueError on construction for a non-finite ``rho``, a ``psi`` that is not finite
+    and positive (ψ > 1 is anti-truncation), ``magnet_fraction`` outside ``[0, 1]``, a negative
+    or non-integer ``seed``, or a fresh-latent sampler with weights (``rho`` ≠ 0 or
+    ``exact_uniform``).
     """
 
     name: str
@@ -124,10 +105,11 @@ class Sampler:
             raise ValueError(f"rho must be a finite number, got {self.rho!r}")
         if isinstance(self.psi, bool) or not isinstance(self.psi, (int, float)) \
                 or not (math.isfinite(self.psi) and self.psi > 0):
-            raise ValueError(f"psi must be a finite positive number (as models.truncate takes it), "
-                             f"got {self.psi!r}")
+            raise ValueError(f"psi must be a finite positive number (as models.truncate takes "
+                             f"it), got {self.psi!r}")
         if not (isinstance(self.magnet_fraction, (int, float)) and 0 <= self.magnet_fraction <= 1):
             raise ValueError(f"magnet_fraction must be in [0, 1], got {self.magnet_fraction!r}")
+        _check_seed(self.seed)
         if self.fresh_latents and (self.rho != 0 or self.exact_uniform):
             raise ValueError(f"sampler {self.name!r}: fresh latents are unweighted; rho and "
                              "exact_uniform apply to bank samplers only")
@@ -137,41 +119,68 @@ class Sampler:
         return asdict(self)
 
     def log_weights(self, vb: bank.VolumeBank) -> torch.Tensor:
-        """``polarity_log_weights(vb, rho, top_k=..., exact_uniform=...)``: ``[N]`` float64.
-        Raises ValueError for a fresh-latent sampler (it has no weights over the bank)."""
+        """Normalised polarity log-weights ``[N]`` (float64) of the bank's candidates:
+        ``sampling.log_weights(vb.log_sv, rho, top_k, log_prior=...)`` with, for
+        ``exact_uniform``, the log prior of the bank's latent law at its latents. Raises
+        ValueError for a fresh-latent sampler (no weights over a bank), exact weights on a bank
+        without latents or without a known law, and as ``sampling.log_weights`` does."""
         if self.fresh_latents:
             raise ValueError(f"sampler {self.name!r} draws fresh latents: no weights over a bank")
-        return polarity_log_weights(vb, self.rho, top_k=self.top_k,
-                                    exact_uniform=self.exact_uniform)
+        log_prior = None
+        if self.exact_uniform:
+            if vb.latents is None:
+                raise ValueError("exact_uniform weights need the bank's latents")
+            log_prior = latent.law_of_bank(vb).log_prior(vb.latents)  # [N]
+        return sampling.log_weights(vb.log_sv, self.rho, top_k=self.top_k, log_prior=log_prior)
+
+    def drawn_log_weights(self, vb: bank.VolumeBank) -> torch.Tensor:
+        """Normalised log-weights ``[N]`` (float64) of the law ``indices`` draws from: the
+        polarity weights ``w`` mixed with plain sampling, ``f·w + (1 − f)/N`` for ``f =
+        magnet_fraction`` (f = 1: ``w`` itself). Raises ValueError as ``log_weights``."""
+        log_w = self.log_weights(vb)  # [N], logsumexp 0
+        f = float(self.magnet_fraction)
+        if f == 1:
+            return log_w
+        plain = torch.full_like(log_w, -math.log(log_w.numel()))
+        if f == 0:
+            return plain
+        return torch.logaddexp(math.log(f) + log_w, math.log1p(-f) + plain)
 
     def ess_fraction(self, vb: bank.VolumeBank) -> float:
         """ESS / N of ``log_weights(vb)`` (``sampling.ess_fraction``), in ``(0, 1]``."""
         return sampling.ess_fraction(self.log_weights(vb))
 
     def indices(self, vb: bank.VolumeBank, n: int) -> torch.Tensor:
-        """Indices ``[n]`` (int64) into the bank: ``polarity_indices`` (same seed, same draws) or,
-        for ``magnet_fraction < 1``, ``sampling.mixture_indices``. Warns on a collapsed ESS;
-        raises ValueError for a fresh-latent sampler and as the resamplers do."""
+        """Indices ``[n]`` (int64) into the bank, drawn with ``log_weights(vb)`` by
+        ``sampling.resample`` (without replacement: Gumbel-top-n, the authors' procedure;
+        ``replace``: i.i.d. draws from the weighted law) or, for ``magnet_fraction < 1``,
+        ``sampling.mixture_indices``, from ``torch.Generator().manual_seed(seed)`` (the same
+        sampler gives the same indices). Warns (``sampling.LowESSWarning``) when the weights
+        collapse. Raises ValueError for a fresh-latent sampler and as the resamplers do (e.g.
+        ``n`` above the positive-weight candidates without replacement)."""
         if self.fresh_latents:
             raise ValueError(f"sampler {self.name!r} draws fresh latents, not bank indices")
-        if self.magnet_fraction == 1:
-            return polarity_indices(vb, self.rho, n, seed=self.seed, top_k=self.top_k,
-                                    exact_uniform=self.exact_uniform, replace=self.replace)
-        log_w = self.log_weights(vb)
+        log_w = self.log_weights(vb)  # [N]
         sampling.check_ess(log_w)
-        return sampling.mixture_indices(log_w, n, self.magnet_fraction,
-                                        rng=torch.Generator().manual_seed(self.seed),
+        rng = torch.Generator().manual_seed(self.seed)
+        if self.magnet_fraction == 1:
+            return sampling.resample(log_w, n, replace=self.replace, rng=rng)
+        return sampling.mixture_indices(log_w, n, self.magnet_fraction, rng=rng,
                                         replace=self.replace)
 
     def latents(self, vb: bank.VolumeBank, n: int) -> torch.Tensor:
-        """``n`` latents ``[n, d]``: the bank's latents at ``indices(vb, n)``, or fresh
-        ``torch.randn(n, d)`` (float32) seeded with ``seed``. Raises ValueError when the bank
-        stores no latents."""
+        """``n`` latents ``[n, d]``: the bank's latents at ``indices(vb, n)``, or fresh ones
+        from the bank's latent law seeded with ``seed`` (Gaussian: ``torch.randn(n, d)``,
+        float32). Raises ValueError when the bank stores no latents, or for fresh latents of a
+        bank whose law is unknown."""
         if vb.latents is None:
             raise ValueError("the bank stores no latents (needed to resample them, and for d)")
-        if self.fresh_latents:
-            return torch.randn(n, vb.z_dim, generator=torch.Generator().manual_seed(self.seed))
-        return vb.latents[self.indices(vb, n)]
+        if not self.fresh_latents:
+            return vb.latents[self.indices(vb, n)]
+        law, rng = latent.law_of_bank(vb), torch.Generator().manual_seed(self.seed)
+        if isinstance(law, latent.GaussianLaw):
+            return torch.randn(n, vb.z_dim, generator=rng)
+        return law.sample(n, vb.z_dim, rng=rng)
 
 
 def metric_table(evaluations: dict[str, dict[str, Any]],
@@ -212,14 +221,19 @@ def evaluate(images: torch.Tensor, real_feats: torch.Tensor, classifier: torch.n
 
 
 def fmnist_reference(classifier: torch.nn.Module, *, seed: int = 0,
-                     root: str | Path | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
+                     root: str | Path | None = None, balanced: bool = False
+                     ) -> tuple[torch.Tensor, dict[str, Any]]:
     """The held-out real reference of the Fashion-MNIST studies: features ``[N, F]`` (float64)
     under ``classifier`` of the **test** set subsampled with the training split's imbalance
     (``data.imbalanced_split(test_labels, seed=seed)``, what the generator was asked to model),
-    and a JSON-able description (n, split, seed)."""
+    or with ``balanced`` of the whole (balanced) test set, and a JSON-able description (dataset,
+    split, seed, n)."""
     from . import data
 
     images, labels = data.fashion_mnist("test", root)
+    if balanced:
+        feats = features.extract_features(classifier, data.to_model_range(images))  # [N, F]
+        return feats, {"dataset": "fashion-mnist", "split": "test", "n": len(labels)}
     idx = data.imbalanced_split(labels, seed=seed)
     feats = features.extract_features(classifier, data.to_model_range(images[idx]))  # [N, F]
     return feats, {"dataset": "fashion-mnist", "split": "test, imbalanced_split",

@@ -1,19 +1,20 @@
 """What the ρ/ψ explorer computes, without a front end: draws, their health, their attributes.
 
-One ``Knobs`` value is one state of the explorer (ρ, ψ, top_k, "% MaGNET", with or without
-replacement, seed); ``draw`` turns it into bank indices with the weights' health (ESS / N of the
-law actually drawn from, distinct latents, a flag), ``attribute_histogram`` says what a larger
-draw of the same state is (predicted class, or face attributes) against plain sampling, and
-``pr_frontier`` / ``pr_point`` place it on notebook 03's precision–recall plane. The widget in
-``magnet_lab.widgets`` only wires these to sliders; tests call them directly.
+One state of the explorer (ρ, ψ, top_k, "% MaGNET", with or without replacement, seed) is an
+``experiment.Sampler``; ``draw`` turns it into bank indices (``Sampler.indices``, the one draw
+path) with the weights' health (ESS / N of the law actually drawn from, distinct latents, a
+flag), ``attribute_histogram`` says what a larger draw of the same state is (predicted class,
+or face attributes) against plain sampling, and ``pr_frontier`` / ``pr_point`` place it on
+notebook 03's precision–recall plane. ``health_table`` and ``histogram_table`` are notebook 00's
+records of them. The widget in ``magnet_lab.widgets`` only wires these to sliders; tests call
+them directly.
 """
 from __future__ import annotations
 
 import json
-import math
 import re
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,43 +37,19 @@ def hist_size(kind: str) -> int:
     return HIST_SIZE[kind]
 
 
-@dataclass(frozen=True)
-class Knobs:
-    """One explorer state: polarity ``rho``, truncation ``psi``, ``top_k`` singular values (None:
-    all), the share ``magnet_fraction`` of weighted draws (the rest plain), ``replace`` and
-    ``seed``. ``sampler()`` is the same state as an ``experiment.Sampler`` (which validates it)."""
-
-    rho: float = 0.0
-    psi: float = 1.0
-    top_k: int | None = None
-    magnet_fraction: float = 1.0
-    replace: bool = False
-    seed: int = 0
-
-    def sampler(self, name: str = "explorer") -> experiment.Sampler:
-        """The ``experiment.Sampler`` of this state. Raises ValueError as Sampler does."""
-        return experiment.Sampler(name, rho=float(self.rho), top_k=self.top_k,
-                                  psi=float(self.psi), replace=bool(self.replace),
-                                  magnet_fraction=float(self.magnet_fraction),
-                                  seed=int(self.seed))
-
-    def as_dict(self) -> dict[str, Any]:
-        """The knob values as a JSON-ready dict (a figure sidecar's parameters)."""
-        return asdict(self)
-
-    def stem(self) -> str:
-        """A file stem naming this state, seed last (``rho-1_psi1_k10_f100_norep_seed0000``)."""
-        k = "all" if self.top_k is None else str(self.top_k)
-        rep = "rep" if self.replace else "norep"
-        return _safe(f"rho{self.rho:g}_psi{self.psi:g}_k{k}_f{100 * self.magnet_fraction:g}"
-                     f"_{rep}_seed{self.seed:04d}")
+def stem(sampler: experiment.Sampler) -> str:
+    """A file stem naming an explorer state, seed last (``rho-1_psi1_k10_f100_norep_seed0000``)."""
+    k = "all" if sampler.top_k is None else str(sampler.top_k)
+    rep = "rep" if sampler.replace else "norep"
+    return _safe(f"rho{sampler.rho:g}_psi{sampler.psi:g}_k{k}_f{100 * sampler.magnet_fraction:g}"
+                 f"_{rep}_seed{sampler.seed:04d}")
 
 
-def figure_name(generator_id: str, knobs: Knobs) -> str:
-    """The file stem the explorer's save button writes for ``knobs`` on generator
+def figure_name(generator_id: str, sampler: experiment.Sampler) -> str:
+    """The file stem the explorer's save button writes for the state ``sampler`` on generator
     ``generator_id`` (a registry name or a checkpoint path: its file stem is used):
-    ``00_explore_<generator>_<knobs.stem()>``, with characters unsafe in file names as ``_``."""
-    return f"00_explore_{_safe(Path(str(generator_id)).stem)}_{knobs.stem()}"
+    ``00_explore_<generator>_<stem(sampler)>``, with characters unsafe in file names as ``_``."""
+    return f"00_explore_{_safe(Path(str(generator_id)).stem)}_{stem(sampler)}"
 
 
 def _safe(text: str) -> str:
@@ -82,7 +59,7 @@ def _safe(text: str) -> str:
 
 @dataclass(frozen=True)
 class Draw:
-    """``indices`` ``[n]`` into the bank drawn for one ``Knobs``, with the health of its law:
+    """``indices`` ``[n]`` into the bank drawn for one explorer state, with the health of its law:
     ``ess`` and ``ess_fraction`` (ESS / N), ``n_distinct`` latents and ``health`` (``HEALTH``)."""
 
     indices: torch.Tensor
@@ -104,20 +81,6 @@ class Draw:
         return text
 
 
-def mixture_log_weights(vb: bank.VolumeBank, knobs: Knobs) -> torch.Tensor:
-    """Normalised log-weights ``[N]`` (float64) of the law ``knobs`` draws from: the polarity
-    weights ``w`` (ρ, top_k) mixed with plain sampling, ``f·w + (1 − f)/N`` for
-    ``f = magnet_fraction`` (f = 1: ``w`` itself). Raises ValueError as ``sampling.log_weights``."""
-    log_w = knobs.sampler().log_weights(vb)  # [N], logsumexp 0
-    f = float(knobs.magnet_fraction)
-    if f == 1:
-        return log_w
-    plain = torch.full_like(log_w, -math.log(log_w.numel()))
-    if f == 0:
-        return plain
-    return torch.logaddexp(math.log(f) + log_w, math.log1p(-f) + plain)
-
-
 def health(ess: float, n_candidates: int, n_drawn: int) -> str:
     """"low" when ``ess / n_candidates`` is below ``sampling.LOW_ESS_FRACTION`` (where
     ``check_ess`` warns), "thin" when ``ess`` is below ``n_drawn`` (without replacement the draw
@@ -127,20 +90,51 @@ def health(ess: float, n_candidates: int, n_drawn: int) -> str:
     return "thin" if ess < n_drawn else "ok"
 
 
-def draw(vb: bank.VolumeBank, knobs: Knobs, n: int) -> Draw:
-    """Draw ``n`` bank indices for ``knobs`` (``Sampler.indices``, seeded: the same knobs give
-    the same indices) and measure the law's health (``mixture_log_weights``'s ESS, distinct
-    indices, ``health``). The ``LowESSWarning`` is not raised: the flag carries it. Without
-    replacement ``n`` is capped at the number of candidates. Raises ValueError for invalid knobs
-    or ``n`` above the positive-weight candidates without replacement."""
-    if not knobs.replace:
+def draw(vb: bank.VolumeBank, sampler: experiment.Sampler, n: int) -> Draw:
+    """Draw ``n`` bank indices for ``sampler`` (``Sampler.indices``, seeded: the same state gives
+    the same indices) and measure the law's health (ESS of ``Sampler.drawn_log_weights``,
+    distinct indices, ``health``). The ``LowESSWarning`` is not raised: the flag carries it.
+    Without replacement ``n`` is capped at the number of candidates. Raises ValueError as
+    ``Sampler.indices`` does (e.g. ``n`` above the positive-weight candidates without
+    replacement)."""
+    if not sampler.replace:
         n = min(n, len(vb))
-    ess = sampling.ess(mixture_log_weights(vb, knobs))
+    ess = sampling.ess(sampler.drawn_log_weights(vb))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", sampling.LowESSWarning)
-        idx = knobs.sampler().indices(vb, n)  # [n]
+        idx = sampler.indices(vb, n)  # [n]
     return Draw(indices=idx, ess=ess, ess_fraction=ess / len(vb),
                 n_distinct=int(idx.unique().numel()), health=health(ess, len(vb), n))
+
+
+def draws_by_rho(vb: bank.VolumeBank, rhos: list[float], n: int, *, top_k: int | None = None,
+                 seed: int = 0) -> dict[float, Draw]:
+    """``draw(vb, Sampler("explorer", rho=ρ, top_k=top_k, seed=seed), n)`` for each ρ in
+    ``rhos``: the explorer's readout at each polarity. Raises ValueError as ``draw`` does."""
+    return {float(r): draw(vb, experiment.Sampler("explorer", rho=float(r), top_k=top_k,
+                                                  seed=seed), n) for r in rhos}
+
+
+def health_table(draws: dict[float, Draw]) -> dict[str, dict[str, Any]]:
+    """``draws_by_rho``'s draws as a results entry: ``{"ρ": {"ess_fraction", "ess",
+    "n_distinct", "health", "indices"}}`` keyed by ``f"{ρ:g}"``."""
+    return {f"{r:g}": {"ess_fraction": d.ess_fraction, "ess": d.ess, "n_distinct": d.n_distinct,
+                       "health": d.health, "indices": d.indices.tolist()}
+            for r, d in draws.items()}
+
+
+def readout_table(draws: dict[float, Draw]) -> dict[float, str]:
+    """Each draw's one-line ``Draw.readout``, keyed by ρ (for display)."""
+    return {r: d.readout() for r, d in draws.items()}
+
+
+def histogram_table(hist: dict[str, Any], rho: float) -> dict[str, Any]:
+    """``attribute_histogram``'s result at polarity ``rho`` as a results entry: ``{"rho", "n",
+    "attributes": {name: {"classes", "sample": [C] frequencies, "plain": [C]}}}``."""
+    return {"rho": rho, "n": hist["draw"].indices.numel(), "attributes": {
+        name: {"classes": a["classes"], "sample": a["freq"].tolist(),
+               "plain": hist["plain"]["attributes"][name]["freq"].tolist()}
+        for name, a in hist["sample"]["attributes"].items()}}
 
 
 def attribute_frequencies(G: torch.nn.Module, z: torch.Tensor, psi: float, *,
@@ -162,20 +156,21 @@ def attribute_frequencies(G: torch.nn.Module, z: torch.Tensor, psi: float, *,
     return {"kind": kind, "images": images, "attributes": out}
 
 
-def attribute_histogram(G: torch.nn.Module, vb: bank.VolumeBank, knobs: Knobs, n: int, *,
-                        kind: str = "auto", classifier: torch.nn.Module | None = None,
+def attribute_histogram(G: torch.nn.Module, vb: bank.VolumeBank, sampler: experiment.Sampler,
+                        n: int, *, kind: str = "auto", classifier: torch.nn.Module | None = None,
                         plain: dict[str, Any] | None = None) -> dict[str, Any]:
-    """What a draw of ``n`` latents for ``knobs`` is, against plain sampling (ρ = 0, the same ψ
+    """What a draw of ``n`` latents for ``sampler`` is, against plain sampling (ρ = 0, the same ψ
     and seed, ``n`` from the same bank): ``{"draw": Draw, "sample": attribute_frequencies(...)
     of the draw, "plain": the same for plain sampling}``. ``plain`` reuses an earlier result's
     "plain" (valid while ψ, seed, n and the bank are unchanged) instead of recomputing it.
     Raises ValueError as ``draw`` and ``attribute_frequencies`` do."""
-    d = draw(vb, knobs, n)
-    sample = attribute_frequencies(G, vb.latents[d.indices], knobs.psi, kind=kind,
+    d = draw(vb, sampler, n)
+    sample = attribute_frequencies(G, vb.latents[d.indices], sampler.psi, kind=kind,
                                    classifier=classifier)
     if plain is None:
-        p = draw(vb, Knobs(rho=0.0, psi=knobs.psi, seed=knobs.seed), d.indices.numel())
-        plain = attribute_frequencies(G, vb.latents[p.indices], knobs.psi, kind=kind,
+        p = draw(vb, experiment.Sampler("plain", psi=sampler.psi, seed=sampler.seed),
+                 d.indices.numel())
+        plain = attribute_frequencies(G, vb.latents[p.indices], sampler.psi, kind=kind,
                                       classifier=classifier)
     return {"draw": d, "sample": sample, "plain": plain}
 

@@ -7,6 +7,8 @@ written atomically so an interrupted run never leaves a half-written figure.
 from __future__ import annotations
 
 import io
+import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -86,3 +88,38 @@ def ci_err(value, lo, hi) -> np.ndarray:
     """
     value, lo, hi = (np.asarray(a, dtype=float) for a in (value, lo, hi))
     return np.stack([np.clip(value - lo, 0, None), np.clip(hi - value, 0, None)])
+
+
+def intervals(cis: Sequence[dict[str, Any] | None]) -> np.ndarray:
+    """``[n, 3]`` array of ``(value, lo, hi)`` of bootstrap results (dicts with those keys, as
+    ``bootstrap``/``experiment`` return them; None gives a row of NaN), so ``ci_err(*a.T)`` and
+    ``a[:, 0]`` draw them."""
+    rows = [(math.nan,) * 3 if ci is None else tuple(float(ci[k]) for k in ("value", "lo", "hi"))
+            for ci in cis]
+    return np.array(rows, dtype=float).reshape(len(rows), 3)
+
+
+def step_histograms(ax, samples: dict[str, np.ndarray], *, colours: Sequence[Any] | None = None,
+                    bins: int = 30, value_range: tuple[float, float] = (0.0, 1.0),
+                    lw: float = 1.5) -> None:
+    """One step-outline density histogram per labelled sample on ``ax`` (``samples``: ``{label:
+    values [n]}``), coloured ``C0, C1, ...`` unless ``colours`` are given."""
+    for i, (label, values) in enumerate(samples.items()):
+        colour = f"C{i}" if colours is None else colours[i]
+        ax.hist(values, bins=bins, range=value_range, density=True, histtype="step", lw=lw,
+                color=colour, label=label)
+
+
+def ci_errorbar(ax, x, y, *, annotate: Sequence[float] | None = None, **style: Any) -> None:
+    """Points with bootstrap error bars on ``ax``: ``x`` and ``y`` are values ``[n]`` or
+    ``intervals`` arrays ``[n, 3]`` (value, lo, hi), whose CIs become the bars; ``annotate``
+    writes a label (``f"{v:g}"``) beside each point; ``style`` goes to ``ax.errorbar`` (caps of
+    2 points unless it says otherwise)."""
+    style.setdefault("capsize", 2)
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    xv, yv = (a[:, 0] if a.ndim == 2 else a for a in (x, y))
+    ax.errorbar(xv, yv, xerr=ci_err(*x.T) if x.ndim == 2 else None,
+                yerr=ci_err(*y.T) if y.ndim == 2 else None, **style)
+    for v, a, b in zip(annotate if annotate is not None else [], xv, yv):
+        ax.annotate(f"{v:g}", (a, b), textcoords="offset points", xytext=(4, 4), fontsize=8,
+                    color=style.get("color"))

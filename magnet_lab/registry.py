@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import paths
+from . import latent, paths
 from .models.biggan import BigGANDeep
 from .models.readers import (WEIGHT_SUFFIXES, biggan_folder, build_model, check_finite_state,
                              identify, load_checkpoint, read_generator, safetensors_file,
@@ -101,7 +101,9 @@ def load_generator(spec: str | os.PathLike, device: str | torch.device = "cpu",
     (``"const"``, ``"random"`` with ``noise_seed``, ``"none"``), ``modulation``; StyleGAN3:
     ``psi``, ``cutoff``, ``transform``; BigGAN-deep: ``truncation``, ``stats_rule`` — which a
     plain ``G(z)`` (``G(z, c)``) then uses. The record of where it came from is
-    ``model.sidecar``. Raises ValueError for an unknown name (listing the known ones), a bad or
+    ``model.sidecar``; how its candidates are drawn is ``model.latent_spec``
+    (``latent.LatentSpec``: the law, ``z_dim``, its classes when conditional, and ``options`` as
+    its run options). Raises ValueError for an unknown name (listing the known ones), a bad or
     refused checkpoint, or options the generator does not take; FileNotFoundError for a missing
     file or sidecar."""
     path = _resolve(spec, GENERATORS, "generator")
@@ -116,6 +118,10 @@ def load_generator(spec: str | os.PathLike, device: str | torch.device = "cpu",
                              "generation setting: models.generate(G, z, psi=...))")
         sidecar, model = model.sidecar, model.with_options(**options)
         model.sidecar = sidecar
+    c_dim = getattr(model, "c_dim", 0)
+    model.latent_spec = latent.LatentSpec(latent.GaussianLaw(), model.z_dim,
+                                          n_classes=c_dim if c_dim else None,
+                                          run_options=dict(options))
     return model
 
 

@@ -17,7 +17,8 @@ from typing import Any
 
 import torch
 
-from . import bank, config, explorer, plots, sampling
+from . import attributes as attrs
+from . import bank, config, experiment, explorer, plots, sampling
 from .models import generate
 
 # readout colours: ok, thin (ESS below the grid size), low (ESS/N below LOW_ESS_FRACTION)
@@ -49,9 +50,11 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
-def grid_figure(images: torch.Tensor, knobs: explorer.Knobs, d: explorer.Draw, nrow: int = 8):
-    """A matplotlib ``Figure`` of ``images`` ``[n, C, H, W]`` titled with the knobs and the
-    draw's ESS/N: the explorer's grid, and the figure its save button writes."""
+def grid_figure(images: torch.Tensor, knobs: experiment.Sampler, d: explorer.Draw,
+                nrow: int = 8):
+    """A matplotlib ``Figure`` of ``images`` ``[n, C, H, W]`` titled with the explorer state
+    ``knobs`` and the draw's ESS/N: the explorer's grid, and the figure its save button
+    writes."""
     from matplotlib.figure import Figure
 
     rows = -(-images.shape[0] // nrow)
@@ -123,7 +126,7 @@ def polarity_explorer(G: torch.nn.Module, vb: bank.VolumeBank, *, n: int = 32,
                       real_feats: torch.Tensor | None = None,
                       generator_id: str | None = None):
     """The explorer: an ``ipywidgets`` box showing ``n`` samples of ``vb``'s candidates for the
-    knobs (ρ, ψ, top-k, % MaGNET, replacement, seed; ``explorer.Knobs``) with the weights'
+    knobs (ρ, ψ, top-k, % MaGNET, replacement, seed: an ``experiment.Sampler``) with the weights'
     health (ESS/N and distinct latents, coloured and labelled when "thin" or "low"), the
     attribute histogram of ``n_hist`` samples (None: ``explorer.hist_size`` of the attribute
     kind, 512 for classes, 64 for faces) against plain sampling (``classifier`` needed for
@@ -138,8 +141,7 @@ def polarity_explorer(G: torch.nn.Module, vb: bank.VolumeBank, *, n: int = 32,
 
     all_k = sampling.all_top_k(vb.log_sv) or vb.rank
     if n_hist is None:
-        from .attributes import attribute_kind
-        n_hist = explorer.hist_size(attribute_kind(attributes, generate(G, vb.latents[:1])))
+        n_hist = explorer.hist_size(attrs.kind_of(G, attributes))
     generator_id = generator_id or vb.meta.get("generator_id", "generator")
     frontier = explorer.pr_frontier(pr_results)
 
@@ -170,10 +172,10 @@ def polarity_explorer(G: torch.nn.Module, vb: bank.VolumeBank, *, n: int = 32,
     notes = tagged(w.HTML(), "notes")
     state: dict[str, Any] = {"plain": {}}
 
-    def knobs() -> explorer.Knobs:
-        return explorer.Knobs(rho=rho.value, psi=psi.value, top_k=k.value,
-                              magnet_fraction=frac.value / 100, replace=replace.value,
-                              seed=int(seed_box.value))
+    def knobs() -> experiment.Sampler:
+        return experiment.Sampler("explorer", rho=float(rho.value), psi=float(psi.value),
+                                  top_k=k.value, magnet_fraction=frac.value / 100,
+                                  replace=bool(replace.value), seed=int(seed_box.value))
 
     def redraw(*_):
         kn = knobs()

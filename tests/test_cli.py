@@ -92,6 +92,18 @@ def test_bank_workers_then_sample_with_nothing_but_the_bank(tmp_path, capsys):
 
 # ----------------------------------------------------------------------------- bank identity
 
+def test_cli_banks_keep_the_cache_folder_they_had_before_the_latent_law_seam(tmp_path,
+                                                                            monkeypatch):
+    """Folder names computed on the code before the latent law moved to magnet_lab.latent:
+    a bank built then is found (and resumed) now, with --per-row-seeds too."""
+    monkeypatch.setenv("MAGNET_LAB_CACHE_DIR", str(tmp_path))
+    common = ["bank", "--n", "4", "--seed", "3", "--shard-size", "2"]
+    assert main(common) == 0
+    assert main(common + ["--per-row-seeds"]) == 0
+    assert sorted(p.name for p in (tmp_path / "banks").iterdir()) == [
+        "fmnist-dcgan-679b2abd9b7846ba", "fmnist-dcgan-df24f6481b558fa8"]
+
+
 def test_a_worker_with_retrained_weights_at_the_same_path_is_refused(tmp_path, capsys):
     """The reproduction: shard 0 built from g.safetensors, the file overwritten with other
     weights, shard 1 built into the same folder. It used to merge silently (log σ 0.83 off)."""

@@ -76,31 +76,70 @@ def test_candidate_bank_is_exact_cached_and_keyed_by_weights(tmp_path):
     assert fresh.meta["shards_computed"] == [0, 1, 2]
 
 
-def test_polarity_indices_rho0_is_plain_and_exact_uniform_divides_the_prior(tmp_path):
+def test_bank_identity_of_seeded_gaussian_candidates_is_unchanged(tmp_path):
+    """Banks built before the latent law became a seam are still found in the cache: the folder
+    names below were computed on the code before it (a871d27-era), for the same requests."""
+    vb = experiment.candidate_bank(TinyGen(), "tiny", 12, seed=3, directory=tmp_path)
+    assert Path(vb.meta["path"]).name == "tiny-5879e8890e67b615"
+    assert vb.meta["identity"]["latents"]["law"] == "gaussian"
+    assert vb.meta["identity"]["latents"]["seed"] == 3
+    proj = experiment.candidate_bank(TinyGen(), "tiny", 12, seed=3, directory=tmp_path,
+                                     method="projected", proj_dim=2)
+    assert Path(proj.meta["path"]).name == "tiny-7f82b61436ac3eb4"
+
+
+def test_sampler_rho0_is_plain_and_exact_uniform_divides_the_law_prior(tmp_path):
     vb = experiment.candidate_bank(TinyGen(), "tiny", 50, seed=0, directory=tmp_path)
-    idx0 = experiment.polarity_indices(vb, 0.0, 50, seed=1)
+    idx0 = experiment.Sampler("plain", seed=1).indices(vb, 50)
     assert sorted(idx0.tolist()) == list(range(50))  # all candidates, each once
-    a = experiment.polarity_indices(vb, 1.0, 5, seed=1, exact_uniform=True)
+    a = experiment.Sampler("exact", rho=1.0, exact_uniform=True, seed=1).indices(vb, 5)
     log_w = sampling.log_weights(vb.log_sv, 1.0, log_prior=sampling.gaussian_log_prior(vb.latents))
     b = sampling.resample(log_w, 5, rng=torch.Generator().manual_seed(1))
     assert torch.equal(a, b)
 
 
-def test_polarity_indices_with_replacement_are_iid_draws_from_the_weighted_law(tmp_path):
+def test_exact_uniform_divides_out_the_prior_of_the_law_the_bank_records(tmp_path):
+    """A truncated-normal bank's exact weights divide out the truncated normal's density, not
+    the Gaussian's; a bank of given latents has no known prior and says so."""
+    from magnet_lab import latent
+
+    law = latent.TruncatedNormalLaw(bound=1.5, scale=0.5)
+    G = latent.wrap(TinyGen(), 3, law=law)
+    vb = experiment.candidate_bank(G, "tiny-trunc", 30, seed=2, directory=tmp_path)
+    recorded = vb.meta["identity"]["latents"]
+    assert {k: recorded[k] for k in ("law", "bound", "scale", "seed")} == {
+        "law": "truncated_normal", "bound": 1.5, "scale": 0.5, "seed": 2}
+    assert float(vb.latents.abs().max()) <= 0.75
+    exact = experiment.Sampler("exact", rho=1.0, exact_uniform=True)
+    want = sampling.log_weights(vb.log_sv, 1.0, log_prior=law.log_prior(vb.latents))
+    torch.testing.assert_close(exact.log_weights(vb), want)
+    gaussian = sampling.log_weights(vb.log_sv, 1.0,
+                                    log_prior=sampling.gaussian_log_prior(vb.latents))
+    assert not torch.allclose(exact.log_weights(vb), gaussian)
+    given = experiment.candidate_bank(TinyGen(), "tiny", 30, seed=0, directory=tmp_path,
+                                      latents=vb.latents)
+    with pytest.raises(ValueError, match="'given'"):
+        exact.log_weights(given)
+    fresh = experiment.Sampler("fresh", fresh_latents=True, seed=4).latents(vb, 7)  # [7, 3]
+    assert fresh.shape == (7, 3) and float(fresh.abs().max()) <= 0.75
+
+
+def test_sampler_with_replacement_draws_iid_from_the_weighted_law(tmp_path):
     vb = experiment.candidate_bank(TinyGen(), "tiny", 30, seed=0, directory=tmp_path)
-    idx = experiment.polarity_indices(vb, 1.0, 90, seed=4, top_k=2, replace=True)
+    idx = experiment.Sampler("iid", rho=1.0, top_k=2, replace=True, seed=4).indices(vb, 90)
     log_w = sampling.log_weights(vb.log_sv, 1.0, top_k=2)
     assert torch.equal(idx, sampling.resample(log_w, 90, replace=True,
                                               rng=torch.Generator().manual_seed(4)))
     assert idx.unique().numel() < 30  # 90 draws from 30 candidates: repeats are the point
     with pytest.raises(ValueError, match="without replacement"):
-        experiment.polarity_indices(vb, 1.0, 90, seed=4, top_k=2)  # the default: replace=False
+        experiment.Sampler("default", rho=1.0, top_k=2, seed=4).indices(vb, 90)
 
 
 def test_sampler_draws_what_its_specification_says(tmp_path):
     vb = experiment.candidate_bank(TinyGen(), "tiny", 40, seed=0, directory=tmp_path)
     magnet = experiment.Sampler("magnet", rho=1.0, top_k=2, seed=7)
-    assert torch.equal(magnet.indices(vb, 10), experiment.polarity_indices(vb, 1.0, 10, seed=7, top_k=2))
+    assert torch.equal(magnet.indices(vb, 10), sampling.resample(
+        sampling.log_weights(vb.log_sv, 1.0, top_k=2), 10, rng=torch.Generator().manual_seed(7)))
     assert torch.equal(magnet.latents(vb, 10), vb.latents[magnet.indices(vb, 10)])
     assert magnet.ess_fraction(vb) == pytest.approx(sampling.ess_fraction(
         sampling.log_weights(vb.log_sv, 1.0, top_k=2)))
@@ -122,6 +161,7 @@ def test_sampler_draws_what_its_specification_says(tmp_path):
 @pytest.mark.parametrize("kwargs, match", [
     (dict(rho=float("nan")), "rho"), (dict(psi=0.0), "psi"), (dict(psi=float("inf")), "psi"),
     (dict(magnet_fraction=1.2), "magnet_fraction"), (dict(rho=1.0, fresh_latents=True), "fresh"),
+    (dict(seed=-1), "seed"), (dict(seed=1.5), "seed"),
 ])
 def test_sampler_rejects_inconsistent_specifications(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -186,3 +226,17 @@ def test_candidate_bank_with_progress_is_the_same_bank(tmp_path, monkeypatch):
     assert torch.equal(shown.log_sv, plain.log_sv) and torch.equal(shown.latents, plain.latents)
     assert shown.meta["identity"] == plain.meta["identity"]
     assert len(list(Path(shown.meta["path"]).glob("shard-*.safetensors"))) == 3
+
+
+def test_kind_of_a_generator_is_decided_once_from_one_image():
+    class RGB(nn.Module):
+        z_dim = 2
+
+        def forward(self, z):
+            return z[:, :1, None, None].expand(-1, 3, 4, 4).tanh()
+
+    assert attributes.kind_of(TinyGen()) == "class"  # one channel
+    assert attributes.kind_of(RGB()) == "face"
+    assert attributes.kind_of(RGB(), "class") == "class"  # asked for: no image needed
+    with pytest.raises(ValueError, match="attributes must be"):
+        attributes.kind_of(RGB(), "hair")

@@ -3,14 +3,13 @@ and the widget's save button."""
 from __future__ import annotations
 
 import json
-import math
 import warnings
 
 import pytest
 import torch
 from torch import nn
 
-from magnet_lab import bank, explorer, sampling, widgets
+from magnet_lab import bank, experiment, explorer, sampling, widgets
 
 
 class PatchGen(nn.Module):
@@ -43,6 +42,11 @@ class BrightnessClassifier(nn.Module):
         return torch.stack([-m, m], 1)
 
 
+def knobs(**fields) -> experiment.Sampler:
+    """One explorer state: the explorer draws through ``experiment.Sampler``, like every caller."""
+    return experiment.Sampler("explorer", **fields)
+
+
 def _bank(n: int = 400, spread: float = 1.0) -> bank.VolumeBank:
     """A bank whose log-volume grows with the latents' first coordinate (bright = big volume)."""
     z = sampling.gaussian_latents(n, 4, seed=0)  # [n, 4]
@@ -53,15 +57,15 @@ def _bank(n: int = 400, spread: float = 1.0) -> bank.VolumeBank:
 
 def test_draw_is_seeded_and_rho0_is_healthy_with_ess_equal_to_n():
     vb = _bank()
-    a = explorer.draw(vb, explorer.Knobs(rho=0.0, seed=3), 32)
-    assert torch.equal(a.indices, explorer.draw(vb, explorer.Knobs(rho=0.0, seed=3), 32).indices)
+    a = explorer.draw(vb, knobs(rho=0.0, seed=3), 32)
+    assert torch.equal(a.indices, explorer.draw(vb, knobs(rho=0.0, seed=3), 32).indices)
     assert a.ess == pytest.approx(len(vb)) and a.health == "ok" and a.n_distinct == 32
     assert "ESS/N = 1.00e+00" in a.readout() and "LOW" not in a.readout()
 
 
 def test_draw_ess_is_the_sampling_ess_of_the_polarity_weights():
     vb = _bank()
-    d = explorer.draw(vb, explorer.Knobs(rho=2.0, top_k=3), 16)
+    d = explorer.draw(vb, knobs(rho=2.0, top_k=3), 16)
     log_w = sampling.log_weights(vb.log_sv, 2.0, 3)
     assert d.ess == pytest.approx(sampling.ess(log_w), rel=1e-12)
     assert d.ess_fraction == pytest.approx(sampling.ess_fraction(log_w), rel=1e-12)
@@ -77,37 +81,53 @@ def test_extreme_rho_is_flagged_low_and_the_warning_is_not_raised_but_shown():
     vb = _bank(n=3000, spread=25.0)  # ESS ≈ 1 < 1e-3 · N: the weights sit on one candidate
     with warnings.catch_warnings():
         warnings.simplefilter("error", sampling.LowESSWarning)
-        d = explorer.draw(vb, explorer.Knobs(rho=3.0, replace=True), 32)
+        d = explorer.draw(vb, knobs(rho=3.0, replace=True), 32)
     assert d.health == "low" and "LOW ESS" in d.readout()
     assert d.n_distinct < 4  # with replacement the collapse shows as repeats
 
 
 def test_mixture_ess_grows_with_the_plain_share():
     vb = _bank(spread=3.0)
-    ess = [explorer.draw(vb, explorer.Knobs(rho=2.0, magnet_fraction=f), 16).ess
+    ess = [explorer.draw(vb, knobs(rho=2.0, magnet_fraction=f), 16).ess
            for f in (1.0, 0.5, 0.0)]
     assert ess[0] < ess[1] < ess[2] == pytest.approx(len(vb))
     # the mixture law: f·w + (1 − f)/N, normalised
-    log_w = explorer.mixture_log_weights(vb, explorer.Knobs(rho=2.0, magnet_fraction=0.5))
+    log_w = knobs(rho=2.0, magnet_fraction=0.5).drawn_log_weights(vb)
     w = sampling.log_weights(vb.log_sv, 2.0).exp()
     assert torch.allclose(log_w.exp(), 0.5 * w + 0.5 / len(vb))
 
 
 def test_draw_without_replacement_is_capped_at_the_candidates():
     vb = _bank(n=20)
-    assert explorer.draw(vb, explorer.Knobs(), 64).indices.numel() == 20
+    assert explorer.draw(vb, knobs(), 64).indices.numel() == 20
 
 
 def test_attribute_histogram_moves_towards_the_favoured_class_and_reuses_plain():
     G, C, vb = PatchGen(), BrightnessClassifier(), _bank(spread=2.0)
-    h = explorer.attribute_histogram(G, vb, explorer.Knobs(rho=2.0), 128, classifier=C)
+    h = explorer.attribute_histogram(G, vb, knobs(rho=2.0), 128, classifier=C)
     ours, plain = h["sample"]["attributes"]["class"], h["plain"]["attributes"]["class"]
     assert ours["classes"] == ["dark", "bright"] and h["sample"]["kind"] == "class"
     assert float(ours["freq"].sum()) == pytest.approx(1) and float(plain["freq"].sum()) == pytest.approx(1)
     assert ours["freq"][1] > plain["freq"][1] + 0.2  # big volume = bright: ρ > 0 favours it
-    again = explorer.attribute_histogram(G, vb, explorer.Knobs(rho=-2.0), 128, classifier=C,
+    again = explorer.attribute_histogram(G, vb, knobs(rho=-2.0), 128, classifier=C,
                                          plain=h["plain"])
     assert again["plain"] is h["plain"] and again["sample"]["attributes"]["class"]["freq"][1] < plain["freq"][1]
+
+
+def test_health_and_histogram_tables_record_the_draws_as_notebook_00_does():
+    G, C, vb = PatchGen(), BrightnessClassifier(), _bank(spread=2.0)
+    draws = explorer.draws_by_rho(vb, [-1, 0.0, 2.0], 16, top_k=3, seed=5)
+    assert list(draws) == [-1.0, 0.0, 2.0]
+    assert torch.equal(draws[2.0].indices, knobs(rho=2.0, top_k=3, seed=5).indices(vb, 16))
+    table = explorer.health_table(draws)
+    assert list(table) == ["-1", "0", "2"] and table["2"]["indices"] == draws[2.0].indices.tolist()
+    assert table["0"]["ess_fraction"] == pytest.approx(1) and table["0"]["health"] == "ok"
+    assert explorer.readout_table(draws)[0.0] == draws[0.0].readout()
+    h = explorer.attribute_histogram(G, vb, knobs(rho=2.0), 64, classifier=C)
+    rec = explorer.histogram_table(h, rho=2.0)
+    assert rec["rho"] == 2.0 and rec["n"] == 64
+    assert rec["attributes"]["class"]["sample"] == h["sample"]["attributes"]["class"]["freq"].tolist()
+    assert rec["attributes"]["class"]["plain"] == h["plain"]["attributes"]["class"]["freq"].tolist()
 
 
 def test_pr_frontier_reads_notebook03_results_and_is_none_without_them(tmp_path):
@@ -136,10 +156,9 @@ def test_pr_point_of_the_reference_itself_has_full_precision_and_recall():
 
 
 def test_knobs_stem_names_every_knob_and_the_seed_last():
-    stem = explorer.Knobs(rho=-1.5, psi=0.7, top_k=None, magnet_fraction=0.25, replace=True,
-                          seed=7).stem()
+    stem = explorer.stem(knobs(rho=-1.5, psi=0.7, top_k=None, magnet_fraction=0.25,
+                               replace=True, seed=7))
     assert stem == "rho-1.5_psi0.7_kall_f25_rep_seed0007"
-    assert not math.isnan(explorer.Knobs().sampler().rho)
 
 
 def test_explorer_save_button_writes_png_pdf_and_a_sidecar_with_knobs_and_bank(tmp_path,
@@ -166,7 +185,7 @@ def test_explorer_save_button_writes_png_pdf_and_a_sidecar_with_knobs_and_bank(t
 
 
 def test_figure_name_uses_the_checkpoint_stem_and_only_file_safe_characters():
-    name = explorer.figure_name("/w/stylegan2 ffhq(1).pkl", explorer.Knobs(rho=-0.5, seed=3))
+    name = explorer.figure_name("/w/stylegan2 ffhq(1).pkl", knobs(rho=-0.5, seed=3))
     assert name == "00_explore_stylegan2_ffhq_1__rho-0.5_psi1_kall_f100_norep_seed0003"
 
 

@@ -5,8 +5,10 @@ what the notebook computed (fixed seeds), compared with what the theory says the
 """
 from __future__ import annotations
 
+import ast
 import json
 import math
+from pathlib import Path
 
 import torch
 
@@ -15,6 +17,101 @@ import pytest
 from magnet_lab import reports
 
 pytestmark = pytest.mark.notebook
+
+MAX_CELL_LINES = 15
+LOOPS = (ast.For, ast.AsyncFor, ast.While, ast.ListComp, ast.SetComp, ast.DictComp,
+         ast.GeneratorExp)
+DEFINITIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)
+
+
+def _code_lines(source: str) -> int:
+    """Lines of a cell that hold code: not blank, not only a comment."""
+    return sum(1 for line in source.splitlines()
+               if line.strip() and not line.strip().startswith("#"))
+
+
+def _is_plotting(tree: ast.AST) -> bool:
+    """A plotting cell draws a figure: it calls matplotlib (``plt.*``), seaborn (``sns.*``) or
+    ``plots.*`` (magnet_lab's figure helpers, ``save_figure`` included)."""
+    return any(isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+               and isinstance(node.func.value, ast.Name)
+               and node.func.value.id in ("plt", "sns", "plots")
+               for node in ast.walk(tree))
+
+
+def _writes_results(tree: ast.AST) -> bool:
+    """Whether a cell stores anything in ``results`` (``results[...] = ...``, ``.update``)."""
+    for node in ast.walk(tree):
+        targets = node.targets if isinstance(node, ast.Assign) else []
+        for t in targets:
+            for sub in ast.walk(t):
+                if isinstance(sub, ast.Subscript) and getattr(sub.value, "id", None) == "results":
+                    return True
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and getattr(node.func.value, "id", None) == "results"):
+            return True
+    return False
+
+
+def _notebook_problems(path: Path) -> list[str]:
+    """What makes a notebook more than calls into the package plus plots: a code cell over
+    ``MAX_CELL_LINES`` code lines, a function, class or lambda, a loop or comprehension outside
+    a plotting cell, a plotting cell that computes results, or a parameters cell that is more
+    than assignments of literals."""
+    import nbformat
+
+    problems = []
+    nb = nbformat.read(path, as_version=4)
+    for i, cell in enumerate(c for c in nb.cells if c.cell_type == "code"):
+        tree = ast.parse(cell.source)
+        where = f"{path.name} code cell {i}"
+        if "parameters" in cell.metadata.get("tags", []):
+            for stmt in tree.body:
+                try:
+                    assert isinstance(stmt, ast.Assign)
+                    ast.literal_eval(stmt.value)
+                except (AssertionError, ValueError):
+                    problems.append(f"{where}: the parameters cell holds more than literal "
+                                    f"assignments: {ast.unparse(stmt)[:60]!r}")
+            continue
+        if _code_lines(cell.source) > MAX_CELL_LINES:
+            problems.append(f"{where}: {_code_lines(cell.source)} code lines > {MAX_CELL_LINES}")
+        if any(isinstance(n, DEFINITIONS) for n in ast.walk(tree)):
+            problems.append(f"{where}: defines a function, class or lambda")
+        plotting = _is_plotting(tree)
+        if not plotting and any(isinstance(n, LOOPS) for n in ast.walk(tree)):
+            problems.append(f"{where}: a loop or comprehension outside a plotting cell")
+        if plotting and _writes_results(tree):
+            problems.append(f"{where}: a plotting cell that computes results")
+    return problems
+
+
+def test_notebooks_are_calls_into_the_package_plus_plots():
+    books = reports.notebooks()
+    assert [b.stem[:2] for b in books] == ["00", "01", "02", "03", "04"]
+    problems = [p for book in books for p in _notebook_problems(book)]
+    assert not problems, "\n".join(problems)
+
+
+def test_the_thinness_rule_catches_loops_long_cells_and_definitions(tmp_path):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell("seed = 0\nn = len([1])")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell("x = [i for i in range(3)]"),
+                nbformat.v4.new_code_cell("\n".join(f"a{i} = {i}" for i in range(16))),
+                nbformat.v4.new_code_cell("f = lambda v: v"),
+                nbformat.v4.new_code_cell("for i in range(2):\n    plt.plot([i])\n"
+                                          "results['x'] = 1"),
+                nbformat.v4.new_code_cell("for i in range(2):\n    plt.plot([i])  # fine")]
+    path = tmp_path / "99_bad.ipynb"
+    nbformat.write(nb, path)
+    problems = "\n".join(_notebook_problems(path))
+    for expected in ("parameters cell", "cell 1: a loop", "cell 2: 16 code lines",
+                     "cell 3: defines", "cell 4: a plotting cell that computes results"):
+        assert expected in problems, (expected, problems)
+    assert "cell 5" not in problems
 
 
 @pytest.fixture(scope="module")

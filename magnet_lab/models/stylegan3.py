@@ -54,7 +54,7 @@ Use::
     G.load_state_dict(official_state_dict, strict=True)
     img = G(z, psi=0.7)                                       # [B, 3, 512, 512], roughly [-1, 1]
     Gt = G.with_options(psi=0.7, transform=input_transform(translate=(0.1, 0), rotate_deg=10))
-    log_sv = spectra.log_singular_values(Gt, z, method="projected")
+    log_sv = spectra.log_singular_values(Gt, z, spectra.SpectraOptions("projected"))
 """
 from __future__ import annotations
 

@@ -1,0 +1,321 @@
+"""The notebooks' studies as functions, on tiny generators: each checked against the quantity it
+claims to compute, computed directly."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from magnet_lab import attributes, bootstrap, experiment, plots, sampling
+from magnet_lab.models import generate
+from magnet_lab.studies import (attribute_shift, estimator_agreement, real_reference, records,
+                                sweep_evaluation, toy_uniformity, verdicts, volume_shift)
+
+
+class PatchGen(nn.Module):
+    """z [B, 4] -> a 1×4×4 float64 'image' whose brightness grows with z's first coordinate; a
+    leaky unit makes the Jacobian, hence the volume, depend on z."""
+
+    z_dim = 4
+
+    def __init__(self) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.lin = nn.Linear(4, 16, dtype=torch.float64)
+        with torch.no_grad():
+            self.lin.weight.copy_(0.3 * torch.randn(16, 4, generator=g, dtype=torch.float64))
+            self.lin.weight[:, 0] = 0.5
+            self.lin.bias.zero_()
+
+    def forward(self, z):
+        return torch.nn.functional.leaky_relu(self.lin(z), 0.3).tanh().view(-1, 1, 4, 4)
+
+
+class BrightnessClassifier(nn.Module):
+    """Two classes: dark (mean < 0) and bright; ``features`` is the image mean and spread."""
+
+    sidecar = {"class_names": ["dark", "bright"], "data": {}}
+
+    def features(self, x):
+        return torch.stack([x.mean((1, 2, 3)), x.std((1, 2, 3))], 1)
+
+    def forward(self, x):
+        m = x.mean((1, 2, 3))
+        return torch.stack([-m, m], 1)
+
+
+@pytest.fixture(scope="module")
+def bank(tmp_path_factory):
+    return experiment.candidate_bank(PatchGen(), "patch", 120, seed=0,
+                                     directory=tmp_path_factory.mktemp("banks"))
+
+
+# ----------------------------------------------------------------------------- verdicts, plots
+
+def test_cis_disjoint_is_symmetric_and_needs_a_gap():
+    a, b = {"lo": 0.0, "hi": 1.0}, {"lo": 1.5, "hi": 2.0}
+    assert verdicts.cis_disjoint(a, b) and verdicts.cis_disjoint(b, a)
+    assert not verdicts.cis_disjoint(a, {"lo": 0.9, "hi": 3.0})
+    assert not verdicts.cis_disjoint(a, {"lo": 1.0, "hi": 3.0})  # touching is overlapping
+
+
+def test_bias_verdict_says_which_way_and_qualifies_overlaps():
+    plain = {"value": 0.4, "lo": 0.35, "hi": 0.45}
+    v = verdicts.bias_verdict(plain, {"value": 0.2, "lo": 0.15, "hi": 0.25})
+    assert v["verdict"] == "MaGNET reduces the class bias" and v["cis_disjoint"] is True
+    assert v["relative_change_kl"] == pytest.approx(-0.5) and v["kl_plain"] == 0.4
+    w = verdicts.bias_verdict(plain, {"value": 0.42, "lo": 0.3, "hi": 0.5})
+    assert w["verdict"] == "MaGNET increases the class bias (95 % CIs overlap: not a clear effect)"
+
+
+def test_magnet_summary_reads_the_psi1_row_and_skips_unknown_attributes():
+    ci = lambda v: {"value": v, "lo": v - 0.01, "hi": v + 0.01}  # noqa: E731
+    cell = lambda v: {m: ci(v) for m in ("precision", "recall", "fid")}  # noqa: E731
+    table = [{"psi": 0.5, "fractions": {"0": cell(9.0), "1": cell(9.0)}},
+             {"psi": 1.0, "fractions": {"0": cell(0.2), "0.5": cell(0.5), "1": cell(0.205)}}]
+    samplers = {"plain": {"mean_log_volume": ci(1.0), "ess_fraction": 1.0},
+                "MaGNET": {"mean_log_volume": ci(2.0), "ess_fraction": 0.3}}
+    attrs_ = {"class": {"plain": {"kl_to_uniform": ci(0.3)}, "MaGNET": {"kl_to_uniform": ci(0.1)}},
+              "smiling": {"plain": {"kl_to_uniform": None}, "MaGNET": {"kl_to_uniform": None}}}
+    s = verdicts.magnet_summary(samplers, table, attrs_)
+    assert s["precision"]["plain"]["value"] == 0.2 and s["precision"]["magnet"]["value"] == 0.205
+    assert s["recall"]["change"] == pytest.approx(0.005) and s["fid"]["cis_disjoint"] is False
+    assert s["kl_to_uniform_class"]["cis_disjoint"] is True and "kl_to_uniform_smiling" not in s
+    assert s["ess_fraction_magnet"] == 0.3
+    assert "precision" not in verdicts.magnet_summary(samplers, [], {})
+
+
+def test_intervals_and_ci_errorbar_draw_value_lo_hi():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    a = plots.intervals([{"value": 1.0, "lo": 0.5, "hi": 2.0, "n_boot": 9}, None])
+    assert a.shape == (2, 3) and a[0].tolist() == [1.0, 0.5, 2.0] and np.isnan(a[1]).all()
+    assert plots.intervals([]).shape == (0, 3)
+    fig, ax = plt.subplots()
+    y = plots.intervals([{"value": v, "lo": v - 1, "hi": v + 2} for v in (3.0, 4.0)])
+    plots.ci_errorbar(ax, [0.1, 0.2], y, annotate=[0.1, 0.2], color="C1")
+    assert [t.get_text() for t in ax.texts] == ["0.1", "0.2"]
+    plots.step_histograms(ax, {"a": np.random.default_rng(0).random(50)})
+    assert ax.get_legend_handles_labels()[1] == ["a"]
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- records, volumes
+
+def test_volume_record_summarises_the_top_k_log_volume_and_counts_zero_volumes(bank):
+    rec = records.volume_record(bank, 2)
+    log_vol = sampling.log_volume(bank.log_sv, 2)
+    assert rec["n"] == 120 and rec["rank"] == bank.rank
+    assert rec["log_volume_mean"] == pytest.approx(float(log_vol.mean()))
+    assert rec["log_volume_std"] == pytest.approx(float(log_vol.std()))
+    from magnet_lab.bank import VolumeBank
+
+    log_sv = bank.log_sv[:5].clone()  # [5, r]
+    log_sv[1, -1] = -math.inf  # a zero σ outside the top 2 does not zero the top-2 volume
+    log_sv[3, 1:] = -math.inf  # σ_2 = 0: the top-2 volume is zero
+    dead = VolumeBank(log_sv=log_sv, latents=bank.latents[:5].clone(), meta={})
+    assert records.volume_record(dead, 2)["n_neg_inf"] == 1
+    assert records.volume_record(dead, None)["n_neg_inf"] == 2
+
+
+def test_generator_record_names_shape_kind_and_the_banks_fingerprint(bank):
+    rec = records.generator_record(PatchGen(), "patch", bank, "class")
+    assert rec == {"spec": "patch", "class": "PatchGen", "z_dim": 4, "image_shape": [1, 4, 4],
+                   "attributes": "class",
+                   "fingerprint": bank.meta["identity"]["generator_fingerprint"]}
+
+
+def test_sampler_volumes_draw_through_the_sampler_and_bootstrap_the_mean(bank):
+    plain = experiment.Sampler("plain", seed=1)
+    magnet = experiment.Sampler("MaGNET", rho=1.0, top_k=2, seed=1)
+    v = volume_shift.sampler_volumes(bank, [plain, magnet], 30, top_k=2, n_boot=50, seed=4)
+    log_vol = sampling.log_volume(bank.log_sv, 2)
+    for s in (plain, magnet):
+        assert torch.equal(v.picked[s.name], s.indices(bank, 30))
+        rec = v.summary[s.name]
+        assert rec["mean_log_volume"] == bootstrap.mean_ci(log_vol[v.picked[s.name]], 50, 4)
+        assert rec["n_distinct"] == 30 and rec["sampler"] == s.as_dict()
+    assert v.summary["plain"]["ess_fraction"] == pytest.approx(1.0)
+    assert v.summary["MaGNET"]["mean_log_volume"]["value"] > v.summary["plain"]["mean_log_volume"]["value"]
+    assert list(v.table().index) == ["plain", "MaGNET"]
+
+
+# ----------------------------------------------------------------------------- references
+
+def test_real_reference_by_attribute_kind(monkeypatch):
+    C = BrightnessClassifier()
+    feats = torch.zeros(3, 2, dtype=torch.float64)
+    monkeypatch.setattr(experiment, "fmnist_reference",
+                        lambda clf, seed: (feats, {"n": 3, "split_seed": seed, "clf": clf}))
+    ref = real_reference.real_reference("class", C, seed=5)
+    assert ref.features is feats and ref.model is C and ref.n_classes == 10
+    assert ref.description["split_seed"] == 5 and not ref.skipped
+    face = real_reference.real_reference("face", None, seed=0)
+    assert face.skipped and "real_images" in face.description["skipped"] and face.model is None
+    with pytest.raises(ValueError, match="classifier"):
+        real_reference.real_reference("class", None, seed=0)
+
+
+# ----------------------------------------------------------------------------- 03's studies
+
+def test_sweep_samplers_and_their_evaluation(bank):
+    groups = sweep_evaluation.sweep_samplers([-1.0, 0.0, 1.0], [0.5, 1.0], top_k=2,
+                                             replace=False, seed=3)
+    assert [s.name for s in groups["rho"]] == ["rho=-1", "rho=0", "rho=1"]
+    assert groups["exact"][0].exact_uniform and all(s.seed == 4 for s in groups["rho"])
+    assert all(s.fresh_latents and s.seed == 5 for s in groups["psi"])
+    G, C = PatchGen(), BrightnessClassifier()
+    real = C.features(G(sampling.gaussian_latents(200, 4, seed=9).double())).double()
+    samplers = groups["rho"][:2] + groups["psi"][:1]
+    sweep = sweep_evaluation.sweep_evaluation(G, bank, samplers, 40, real, real, C, n_boot=20,
+                                              seed=0)
+    for s in samplers:
+        ev = sweep.evaluations[s.name]
+        images = experiment.evaluate(sweep.images[s.name], real, C, n_boot=20, seed=0)
+        assert ev["metrics"] == images["metrics"] and ev["sampler"] == s.as_dict()
+        assert set(ev["balanced_reference"]) == set(sweep_evaluation.BALANCED_METRICS)
+        assert ("ess_fraction" in ev) is (not s.fresh_latents)
+        assert "features" not in ev and "predicted_labels" not in ev
+    assert torch.equal(sweep.images["rho=0"], generate(G, groups["rho"][1].latents(bank, 40)))
+    table = sweep.table()
+    assert list(table.columns)[-1] == "ess_fraction" and math.isnan(table.loc["psi=0.5",
+                                                                              "ess_fraction"])
+    x, recall, precision, fid = sweep.frontier(groups["rho"][:2], "rho")
+    assert x == [-1.0, 0.0] and recall.shape == precision.shape == fid.shape == (2, 3)
+    assert recall[1, 0] == sweep.evaluations["rho=0"]["metrics"]["recall"]["value"]
+
+
+def test_estimator_agreement_compares_each_estimator_with_exact(tmp_path, monkeypatch):
+    monkeypatch.setenv("MAGNET_LAB_CACHE_DIR", str(tmp_path))
+    G, C = PatchGen(), BrightnessClassifier()
+    vb = experiment.candidate_bank(G, "patch", 24, seed=1, directory=tmp_path)
+    real = C.features(G(sampling.gaussian_latents(100, 4, seed=9).double())).double()
+    agree = estimator_agreement.estimator_agreement(G, "patch", vb, C, real, subset=16, k=2,
+                                                    tol=1e-8, n_boot=20, seed=0, proj_dim=8)
+    res = agree.results
+    assert res["n_subset"] == 16 and res["n_selected"] == 4 and res["selection_seed"] == 3
+    # top-k with a tight tolerance reproduces the exact top σ: same weights, same selection
+    assert res["max_abs_topk_minus_exact_log_sv"] < 1e-6
+    assert torch.equal(res["selected"]["topk"], res["selected"]["exact_topk"])
+    assert res["selection_overlap_with_exact"]["exact"] == 1.0
+    want = experiment.Sampler("x", rho=1.0, top_k=2, seed=3).indices(vb.subset(slice(0, 16)), 4)
+    assert torch.equal(res["selected"]["exact_topk"], want)
+    assert res["spearman_topk_vs_exact_topk"]["value"] == pytest.approx(1.0)
+    assert set(res["metrics"]) == {"exact", "projected", "topk", "exact_topk"}
+    assert "metrics" not in agree.headline() and "selected" not in agree.headline()
+    assert agree.log_volume_k["exact"].shape == (16,)
+
+
+# ----------------------------------------------------------------------------- attributes
+
+def test_candidate_attributes_and_the_training_split(bank):
+    G, C = PatchGen(), BrightnessClassifier()
+    cand = attribute_shift.candidate_attributes(G, bank, "class", C)
+    assert cand.main == "class" and cand.names == ["dark", "bright"]
+    assert torch.equal(cand.labels, attributes.predict_classes(C, generate(G, bank.latents)))
+    rec = cand.record()
+    assert rec["kind"] == "class" and rec["n_missing_candidates"] == 0
+    G.sidecar = {"data": {"class_frequencies": [0.75, 0.25]}}
+    split = attribute_shift.training_split_bias(G, "class")
+    assert split["kl_to_uniform"] == pytest.approx(attributes.kl_to_uniform(
+        torch.tensor([0.75, 0.25], dtype=torch.float64)))
+    assert split["max_min_ratio"] == pytest.approx(3.0)
+    assert attribute_shift.training_split_bias(G, "face") is None
+    assert attribute_shift.training_split_bias(PatchGen(), "class") is None
+
+
+def test_sampler_bias_and_class_change_follow_the_drawn_candidates(bank):
+    G, C = PatchGen(), BrightnessClassifier()
+    cand = attribute_shift.candidate_attributes(G, bank, "class", C)
+    samplers = attribute_shift.attribute_samplers([-1.0], top_k=2, all_k=None, replace=False,
+                                                  seed=0)
+    assert [s.name for s in samplers] == ["plain (ρ=0)", "MaGNET (ρ=1)", "MaGNET exact-uniform",
+                                          "MaGNET, all σ", "ρ=-1"]
+    assert samplers[2].exact_uniform and samplers[3].top_k is None and samplers[0].seed == 1
+    bias = attribute_shift.sampler_bias(bank, samplers, cand, 40, n_boot=30, seed=0)
+    for s in samplers:
+        idx = s.indices(bank, 40)
+        assert torch.equal(bias.picked[s.name], idx)
+        ev = bias.evaluations[s.name]
+        assert torch.equal(ev["predicted_labels"], cand.labels[idx])
+        assert ev["kl_to_uniform"] == attributes.attribute_bias(cand.labels[idx], cand.names,
+                                                                n_boot=30, seed=0)["kl_to_uniform"]
+    assert "predicted_labels" not in bias.record()["ρ=-1"]
+    change = attribute_shift.class_change(bias, cand, bank, top_k=2, n_boot=30, seed=0)
+    plain = bias.evaluations["plain (ρ=0)"]["class_freq"]
+    magnet = bias.evaluations["MaGNET (ρ=1)"]["class_freq"]
+    for c in range(2):
+        assert change.change[c] == pytest.approx(magnet[c]["value"] / plain[c]["value"], rel=1e-6)
+        assert change.ratio_ci[c]["value"] == pytest.approx(change.change[c], rel=1e-6)
+    assert change.record["most_upweighted"] == cand.names[int(np.argmax(change.change))]
+    assert change.record["spearman_ratio_vs_mean_log_volume"] is None  # 2 classes < 3
+    lv = sampling.log_volume(bank.log_sv, 2)[cand.labels == 1]
+    assert change.log_volume["bright"] == bootstrap.mean_ci(lv, 30, 0)
+    shift = attribute_shift.attribute_shift(G, bank, bias.picked, "class", C, n_boot=30, seed=0)
+    assert shift["class"]["ρ=-1"]["kl_to_uniform"] == bias.evaluations["ρ=-1"]["kl_to_uniform"]
+    assert list(attribute_shift.bias_table(shift).index.names) == ["attribute", "sampler"]
+
+
+# ----------------------------------------------------------------------------- 01's studies
+
+@pytest.fixture(scope="module")
+def toys():
+    return toy_uniformity.toy_setup(train_steps=200, seed=0, box=3.0)
+
+
+def test_toy_setup_and_affine_agreement_of_cpa_nets(toys):
+    assert set(toys.generators) == {"curve", "surface"} and toys.curve_regions.n_regions >= 2
+    assert toys.train_loss == {t: g.train_loss for t, g in toys.generators.items()}
+    torch.manual_seed(0)
+    leaky = nn.Sequential(nn.Linear(3, 16), nn.LeakyReLU(0.2), nn.Linear(16, 5)).double()
+    leaky.z_dim = 3
+    out = toy_uniformity.affine_agreement({"leaky": leaky, **toys.generators},
+                                          rng=torch.Generator().manual_seed(1), n=32)
+    for net, check in out.items():
+        assert max(check.values()) <= 1e-10, net
+
+
+def test_pushforward_density_keeps_the_latents_in_the_box(toys):
+    g = torch.Generator().manual_seed(0)
+    d = toy_uniformity.pushforward_density(toys.generators["curve"], 4000, 1.0, rng=g, bins=10)
+    z = torch.randn(4000, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert d.summary["n_mc"] == int((z.abs() <= 1.0).sum()) and d.summary["bins"] == 10
+
+
+def test_uniformity_draws_four_samplers_and_tests_them(toys):
+    u = toy_uniformity.uniformity(toys.generators, n_candidates=1500, n_samples=150, box=3.0,
+                                  rng=torch.Generator().manual_seed(2), cell_bins=4, area_sub=4)
+    for target in ("curve", "surface"):
+        assert list(u.results[target]) == list(toy_uniformity.SAMPLERS)
+        for name, e in u.results[target].items():
+            assert u.drawn[target][name].shape[0] == 150
+            assert e["n_candidates"] + e["dropped_outside_box"] == 1500
+            assert ("ks_p" in e) is (target == "curve") and ("chi2_p" in e) is (target == "surface")
+        assert u.results[target]["plain"]["ess_fraction"] == pytest.approx(1.0)
+        assert u.results[target]["magnet_exact_box"]["dropped_outside_box"] == 0
+    panel = u.cell_ratio_panel(("plain", "magnet_exact_box"), 3.0)
+    assert panel.shape == (4, 9) and np.isnan(panel[:, 4]).all()
+    assert np.isfinite(panel[:, :4]).all() and abs(np.nanmean(panel) - 1) < 0.5
+    arcs = u.arclength(toys.generators["curve"], ("plain",), 3.0)
+    assert arcs["plain"].shape == (150,) and (0 <= arcs["plain"]).all() and (arcs["plain"] <= 1).all()
+    assert len(u.table()) == 8
+
+
+def test_polarity_mass_sweep_raises_the_mean_log_volume_with_rho(toys):
+    rng = torch.Generator().manual_seed(3)
+    sweep = toy_uniformity.polarity_mass_sweep(toys.generators["curve"], n_candidates=2000,
+                                               box=3.0, rhos=[-1.0, 0.0, 1.0], rng=rng)
+    for rows in sweep.sweep.values():
+        lv = [r["mean_log_volume_exact"] for r in rows]
+        assert lv[0] < lv[1] < lv[2]  # d/dρ E_ρ[log vol] = Var_ρ(log vol) > 0
+        assert rows[1]["ess_fraction"] == pytest.approx(1.0)
+    assert sweep.z_box.shape == (2000, 1) and sweep.log_sv_box.shape == (2000, 1)
+    samples = toy_uniformity.polarity_arclength_samples(toys.generators["curve"], sweep,
+                                                        [-1.0, 1.0], 100, 3.0, rng=rng)
+    assert set(samples) == {-1.0, 1.0} and all(s.shape == (100,) for s in samples.values())
