@@ -119,10 +119,20 @@ def load_generator(spec: str | os.PathLike, device: str | torch.device = "cpu",
         sidecar, model = model.sidecar, model.with_options(**options)
         model.sidecar = sidecar
     c_dim = getattr(model, "c_dim", 0)
-    model.latent_spec = latent.LatentSpec(latent.GaussianLaw(), model.z_dim,
+    model.latent_spec = latent.LatentSpec(latent_law(model), model.z_dim,
                                           n_classes=c_dim if c_dim else None,
                                           run_options=dict(options))
     return model
+
+
+def latent_law(model: nn.Module) -> latent.GaussianLaw | latent.TruncatedNormalLaw:
+    """The law a family's candidates are drawn from: BigGAN-deep's is a normal truncated to
+    [−2, 2] scaled by its truncation (``truncation · truncnorm(−2, 2)``, as the reference's
+    ``truncated_noise_sample`` and the authors' baseline draw it); every other family's is the
+    standard Gaussian."""
+    if isinstance(model, BigGANDeep):
+        return latent.TruncatedNormalLaw(bound=2.0, scale=float(model.options()["truncation"]))
+    return latent.GaussianLaw()
 
 
 def load_classifier(spec: str | os.PathLike = "fmnist", device: str | torch.device = "cpu",

@@ -324,3 +324,19 @@ def test_folder_errors_name_what_is_missing_and_pickles_are_refused(folder, tmp_
     with pytest.raises(ValueError, match="refused to load: it holds the disallowed global"):
         magnet_lab.load_generator(bad)
     assert not marker.exists()
+
+
+def test_loaded_biggan_draws_candidates_from_the_truncated_normal_scaled_by_its_truncation(tmp_path):
+    """load_generator attaches BigGAN's latent law: truncation · truncnorm(−2, 2), with the
+    classes of a conditional generator; a Gaussian generator keeps the Gaussian law."""
+    from magnet_lab import latent
+
+    write_biggan_folder(randomise_biggan(BigGANDeep(**BIGGAN_TINY)), tmp_path / "bg")
+    G = magnet_lab.load_generator(tmp_path / "bg", truncation=0.4)
+    spec = latent.spec_of(G)
+    assert spec.law == latent.TruncatedNormalLaw(bound=2.0, scale=0.4)
+    assert spec.n_classes == BIGGAN_TINY["num_classes"] and spec.run_options["truncation"] == 0.4
+    drawn = spec.draw(4000, seed=0)
+    assert drawn.z.abs().max() <= 0.8 and drawn.z.abs().max() > 0.78
+    assert set(drawn.labels.tolist()) == set(range(BIGGAN_TINY["num_classes"]))
+    assert isinstance(latent.spec_of(magnet_lab.load_generator("fmnist-dcgan")).law, latent.GaussianLaw)
