@@ -7,8 +7,7 @@ inside that folder and progress bars off, so a block cannot read or write the re
 caches. Tracebacks point at the markdown file's own line numbers. A block whose first line is a
 ``# needs: ...`` mark (e.g. ``# needs: user file (stylegan2-ffhq-config-f.pkl)``) needs a file
 only a user has: it is skipped visibly with that line as the reason, and no other block is ever
-skipped. ``# api: options`` marks blocks that use ``spectra.SpectraOptions``; they run like the
-rest. Shell fences are not run, but the two front-page commands must be Makefile targets.
+skipped. Shell fences are not run, but the two front-page commands must be Makefile targets.
 """
 from __future__ import annotations
 
