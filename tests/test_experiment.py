@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from magnet_lab import attributes, experiment, models, sampling, widgets
+from magnet_lab.spectra import SpectraOptions
 
 
 class TinyGen(nn.Module):
@@ -84,7 +85,7 @@ def test_bank_identity_of_seeded_gaussian_candidates_is_unchanged(tmp_path):
     assert vb.meta["identity"]["latents"]["law"] == "gaussian"
     assert vb.meta["identity"]["latents"]["seed"] == 3
     proj = experiment.candidate_bank(TinyGen(), "tiny", 12, seed=3, directory=tmp_path,
-                                     method="projected", proj_dim=2)
+                                     options=SpectraOptions("projected", proj_dim=2, seed=3))
     assert Path(proj.meta["path"]).name == "tiny-7f82b61436ac3eb4"
 
 
