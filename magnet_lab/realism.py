@@ -111,35 +111,39 @@ def volume_realism(log_volume: torch.Tensor, realism: torch.Tensor, labels: torc
                           "mean_log_realism_bottom_volume": float(rs[lv <= lo_q].log().mean())}}
 
 
-def candidate_realism(G: torch.nn.Module, z: torch.Tensor, classifier: torch.nn.Module,
+def candidate_realism(G: torch.nn.Module, z: torch.Tensor, extractor: Any,
                       real_feats: torch.Tensor, *, psi: float = 1.0, k: int = 3,
+                      classifier: torch.nn.Module | None = None, size: int | None = None,
                       batch_size: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
-    """Realism ``[N]`` and the classifier's predicted class ``[N]`` of the images of latents ``z``
-    ``[N, d]`` generated at truncation ``psi`` (``models.generate``), in ``classifier``'s feature
-    space against ``real_feats`` ``[R, F]`` (``realism_scores`` with ``k``)."""
+    """Realism ``[N]`` of the images of latents ``z`` ``[N, d]`` generated at truncation ``psi``
+    (``models.generate``, resized to ``size``² when given, e.g. a real set's size) in
+    ``extractor``'s feature space against ``real_feats`` ``[R, F]`` (``realism_scores`` with
+    ``k``), and their class ``[N]`` as ``classifier`` predicts it (all 0 without one)."""
     from . import attributes, models
 
-    images = models.generate(G, z, psi=psi, batch_size=batch_size)  # [N, C, H, W]
-    feats = features.extract_features(classifier, images)  # [N, F]
-    labels = attributes.predict_classes(classifier, images, batch_size)  # [N]
+    images = models.generate(G, z, psi=psi, batch_size=batch_size, size=size)  # [N, C, H, W]
+    feats = features.extract_features(extractor, images)  # [N, F]
+    labels = (attributes.predict_classes(classifier, images, batch_size) if classifier is not None
+              else torch.zeros(len(z), dtype=torch.int64))
     return realism_scores(real_feats, feats, k=k), labels
 
 
 def bank_realism(G: torch.nn.Module, latents: torch.Tensor, log_volume: torch.Tensor,
-                 classifier: torch.nn.Module, real_feats: torch.Tensor, *,
-                 psis: tuple[float, ...] = (1.0, 0.7), k: int = 3,
-                 class_names: list[str] | None = None, n_boot: int = 1000,
-                 seed: int = 0) -> dict[str, Any]:
+                 extractor: Any, real_feats: torch.Tensor, *,
+                 psis: tuple[float, ...] | list[float] = (1.0, 0.7), k: int = 3,
+                 classifier: torch.nn.Module | None = None, class_names: list[str] | None = None,
+                 size: int | None = None, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
     """Realism against log-volume for a bank's candidates: for each truncation ψ in ``psis``, the
     images of ``latents`` ``[N, d]`` at ψ are scored (``candidate_realism``) and related to the
     candidates' ``log_volume`` ``[N]`` (of G at ψ = 1, as the bank holds it) by
-    ``volume_realism``, classes as the classifier predicts them at that ψ; the mean log-realism
-    gets a bootstrap CI. Returns ``{"psi": {str(ψ): {"summary": volume_realism(...),
+    ``volume_realism``, in ``extractor``'s feature space, classes as ``classifier`` predicts
+    them at that ψ (one class without it); the mean log-realism gets a bootstrap CI. Returns ``{"psi": {str(ψ): {"summary": volume_realism(...),
     "mean_log_realism": {"value", "lo", "hi"}}}, "arrays": {str(ψ): {"realism", "labels"}}}``;
     "arrays" (tensors) are for plots and are not JSON."""
     out: dict[str, Any] = {"psi": {}, "arrays": {}}
     for psi in psis:
-        rs, labels = candidate_realism(G, latents, classifier, real_feats, psi=psi, k=k)
+        rs, labels = candidate_realism(G, latents, extractor, real_feats, psi=psi, k=k,
+                                       classifier=classifier, size=size)
         mean = bootstrap.mean_ci(rs.log(), n_boot=n_boot, seed=seed)
         out["psi"][f"{psi:g}"] = {
             "summary": volume_realism(log_volume, rs, labels, class_names=class_names,
@@ -147,3 +151,21 @@ def bank_realism(G: torch.nn.Module, latents: torch.Tensor, log_volume: torch.Te
             "mean_log_realism": {key: float(mean[key]) for key in ("value", "lo", "hi")}}
         out["arrays"][f"{psi:g}"] = {"realism": rs, "labels": labels}
     return out
+
+
+def correlation_table(by_psi: dict[str, dict[str, Any]]) -> "pandas.DataFrame":  # noqa: F821
+    """One row per (ψ, class) of ``bank_realism(...)["psi"]``: Spearman's ρ between log-volume
+    and realism with its 95 % CI and n, the "all" row first for each ψ; plus each ψ's mean
+    log-realism."""
+    import pandas as pd
+
+    rows = []
+    for psi, cell in by_psi.items():
+        mean = cell["mean_log_realism"]
+        summary = cell["summary"]
+        for name, c in {"all": summary["all"], **summary["per_class"]}.items():
+            rows.append({"psi": psi, "class": name, "n": c["n"],
+                         "spearman": f"{c['spearman']:+.3f} [{c['lo']:+.3f}, {c['hi']:+.3f}]",
+                         "mean log realism (all)": f"{mean['value']:.3f} [{mean['lo']:.3f}, "
+                                                   f"{mean['hi']:.3f}]"})
+    return pd.DataFrame(rows).set_index(["psi", "class"])

@@ -382,7 +382,7 @@ def test_nb02_attribute_shift_is_recorded_for_both_samplers(nb02):
 
 
 def test_nb02_writes_its_figures_with_sidecars(nb02, output_dirs):
-    for name in ("02_log_volume", "02_montage", "02_mixture", "02_attributes"):
+    for name in ("02_log_volume", "02_montage", "02_mixture", "02_attributes", "02_realism"):
         for suffix in (".png", ".pdf", ".json"):
             assert (output_dirs / "figures" / f"{name}{suffix}").is_file(), name + suffix
 
@@ -456,3 +456,24 @@ def test_nb02_face_generator_path_gets_face_attributes_and_says_what_it_skipped(
     s = nb02_faces["samplers"]
     assert s["MaGNET"]["mean_log_volume"]["lo"] > s["plain"]["mean_log_volume"]["hi"]
     assert "precision" not in nb02_faces["summary"]
+    assert nb02_faces["realism"] == {}  # realism needs a real reference too
+
+
+def test_nb02_relates_realism_to_log_volume_per_class_and_psi(nb02):
+    """The "why" section: for each ψ in realism_psis, Spearman's ρ between log-volume and
+    realism over the candidates and per class (CIs ordered, within [-1, 1]), the n it used, and
+    truncation raising mean realism (fewer off-manifold samples)."""
+    p = nb02["parameters"]
+    r = nb02["realism"]
+    assert list(r) == [f"{psi:g}" for psi in p["realism_psis"]]
+    for psi, cell in r.items():
+        s = cell["summary"]
+        assert s["all"]["n"] == p["n_realism"]
+        assert -1 <= s["all"]["lo"] <= s["all"]["spearman"] <= s["all"]["hi"] <= 1
+        assert sum(c["n"] for c in s["per_class"].values()) <= p["n_realism"]
+        assert set(s["per_class"]) <= {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                                       "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"}
+        m = cell["mean_log_realism"]
+        assert m["lo"] <= m["value"] <= m["hi"]
+    first, last = r[f"{p['realism_psis'][0]:g}"], r[f"{p['realism_psis'][-1]:g}"]
+    assert last["mean_log_realism"]["value"] > first["mean_log_realism"]["value"]

@@ -98,7 +98,7 @@ def test_bank_realism_on_the_embedded_dcgan_runs_per_psi():
     real = features.extract_features(clf, data.to_model_range(images[:600]))
     z = sampling.gaussian_latents(200, G.z_dim, seed=0)
     lv = -z.square().sum(1).double()  # a stand-in volume with a known trend: far latents low
-    out = realism.bank_realism(G, z, lv, clf, real, psis=(1.0, 0.5), n_boot=50)
+    out = realism.bank_realism(G, z, lv, clf, real, psis=(1.0, 0.5), classifier=clf, n_boot=50)
     assert set(out["psi"]) == {"1", "0.5"}
     for psi, cell in out["psi"].items():
         assert all(-1 <= c["spearman"] <= 1 for c in cell["summary"]["per_class"].values())

@@ -14,12 +14,14 @@ from .. import data, experiment, features
 class RealReference:
     """Real ``features`` ``[N, F]`` (None when skipped), the JSON-ready ``description`` (or
     ``{"skipped": why}``), the feature ``model`` the samples must be scored with (None when
-    skipped) and ``n_classes`` (the classifier's classes for class attributes, else None)."""
+    skipped), ``n_classes`` and ``class_names`` (the classifier's classes for class attributes,
+    else None)."""
 
     features: torch.Tensor | None
     description: dict[str, Any]
     model: Any | None
     n_classes: int | None
+    class_names: list[str] | None = None  # the classifier's class names, for class attributes
 
     @property
     def skipped(self) -> bool:
@@ -41,7 +43,7 @@ def real_reference(kind: str, classifier: torch.nn.Module | None, *, seed: int,
         if classifier is None:
             raise ValueError("class attributes need the classifier for their reference")
         feats, ref = experiment.fmnist_reference(classifier, seed=seed)
-        return RealReference(feats, ref, classifier, len(data.CLASS_NAMES))
+        return RealReference(feats, ref, classifier, len(data.CLASS_NAMES), list(data.CLASS_NAMES))
     if real_images is None:
         return RealReference(None, {"skipped": "no real_images given: precision/recall/FID "
                                                "need a real reference"}, None, None)
