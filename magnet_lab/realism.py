@@ -14,12 +14,15 @@ CI on the rank correlation.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from . import bootstrap, features
 from .validation import check_finite
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 _BLOCK_ELEMENTS = 1 << 24  # distances held at once (128 MiB of float64)
 
@@ -153,7 +156,7 @@ def bank_realism(G: torch.nn.Module, latents: torch.Tensor, log_volume: torch.Te
     return out
 
 
-def correlation_table(by_psi: dict[str, dict[str, Any]]) -> "pandas.DataFrame":  # noqa: F821
+def correlation_table(by_psi: dict[str, dict[str, Any]]) -> pd.DataFrame:
     """One row per (ψ, class) of ``bank_realism(...)["psi"]``: Spearman's ρ between log-volume
     and realism with its 95 % CI and n, the "all" row first for each ψ; plus each ψ's mean
     log-realism."""

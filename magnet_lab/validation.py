@@ -90,3 +90,57 @@ def check_choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
     if value not in tuple(choices):
         raise ValueError(f"unknown {name} {value!r}; expected one of {tuple(choices)}")
     return value
+
+
+def is_transformed(t: torch.Tensor) -> bool:
+    """True inside torch.func transforms (vmap/jvp/grad), where values cannot be inspected."""
+    probe = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)  # private API
+    return bool(probe(t)) if probe is not None else False
+
+
+def check_model_input(name: str, x: Any, shape: str) -> None:
+    """A generator's input ``x`` (described as ``shape`` in messages) must be a floating,
+    non-empty tensor with finite values; values go unchecked under torch.func transforms.
+    Raises TypeError for a non-tensor or non-float tensor, ValueError otherwise."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor {shape}, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be floating point, got {x.dtype}")
+    if x.ndim == 0 or x.shape[0] == 0:
+        raise ValueError(f"{name} must be a non-empty {shape}, got shape {tuple(x.shape)}")
+    if not is_transformed(x) and not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} contains {int((~torch.isfinite(x)).sum())} non-finite "
+                         f"values (NaN/inf)")
+
+
+def check_latent_batch(z: Any, z_dim: int, dtype: torch.dtype) -> torch.Tensor:
+    """A mapping network's ``z`` as ``[B, z_dim]`` in ``dtype`` (a single ``[z_dim]`` becomes
+    ``[1, z_dim]``), checked by ``check_model_input``; ValueError for another shape."""
+    shape = f"[B, z_dim={z_dim}]"
+    if isinstance(z, torch.Tensor) and z.ndim == 1 and z.shape[0] == z_dim:
+        z = z[None]
+    check_model_input("z", z, shape)
+    if z.ndim != 2 or z.shape[1] != z_dim:
+        raise ValueError(f"z must have shape {shape}, got {tuple(z.shape)}")
+    return z.to(dtype)
+
+
+def check_label_batch(c: Any, batch: int, c_dim: int, dtype: torch.dtype) -> torch.Tensor | None:
+    """A mapping network's labels ``c`` as ``[batch, c_dim]`` in ``dtype``, or None for an
+    unconditional network (``c_dim`` 0), which refuses labels; a conditional one refuses
+    ``c=None`` and any other shape (ValueError, naming the expected shape)."""
+    if c_dim == 0:
+        if c is not None and (not isinstance(c, torch.Tensor) or c.numel() != 0):
+            raise ValueError("this generator is unconditional (c_dim=0); pass c=None")
+        return None
+    shape = f"[B={batch}, c_dim={c_dim}]"
+    if c is None:
+        raise ValueError(f"this generator is conditional (c_dim={c_dim}); pass labels c "
+                         f"{shape} (e.g. one-hot rows)")
+    if isinstance(c, torch.Tensor) and c.ndim == 1 and c.shape[0] == c_dim and batch == 1:
+        c = c[None]
+    check_model_input("c", c, shape)
+    if tuple(c.shape) != (batch, c_dim):
+        raise ValueError(f"c must have shape {shape}, got {tuple(c.shape)}")
+    return c.to(dtype)
+

@@ -59,3 +59,28 @@ def test_check_choice_names_the_choices():
     assert check_choice("method", "topk", ("exact", "topk")) == "topk"
     with pytest.raises(ValueError, match=r"unknown method 'svd'; expected one of \('exact',"):
         check_choice("method", "svd", ["exact", "topk"])
+
+
+def test_latent_and_label_batches_of_a_mapping_network():
+    """The one check the StyleGAN2 and StyleGAN3 mapping networks share: a single z becomes a
+    batch of one, labels must match the batch, unconditional networks refuse labels."""
+    import torch
+
+    from magnet_lab.validation import check_label_batch, check_latent_batch
+
+    z = check_latent_batch(torch.ones(4, dtype=torch.float32), 4, torch.float64)
+    assert z.shape == (1, 4) and z.dtype == torch.float64
+    with pytest.raises(ValueError, match=r"z must have shape \[B, z_dim=4\], got \(2, 3\)"):
+        check_latent_batch(torch.ones(2, 3), 4, torch.float32)
+    with pytest.raises(ValueError, match="non-finite"):
+        check_latent_batch(torch.tensor([[float("nan")] * 4]), 4, torch.float32)
+    with pytest.raises(TypeError, match="floating point"):
+        check_latent_batch(torch.ones(2, 4, dtype=torch.int64), 4, torch.float32)
+    assert check_label_batch(None, 2, 0, torch.float32) is None
+    with pytest.raises(ValueError, match="unconditional"):
+        check_label_batch(torch.ones(2, 3), 2, 0, torch.float32)
+    with pytest.raises(ValueError, match=r"conditional \(c_dim=3\); pass labels c \[B=2, c_dim=3\]"):
+        check_label_batch(None, 2, 3, torch.float32)
+    assert check_label_batch(torch.eye(3)[0], 1, 3, torch.float64).shape == (1, 3)
+    with pytest.raises(ValueError, match=r"c must have shape \[B=2, c_dim=3\]"):
+        check_label_batch(torch.eye(3), 2, 3, torch.float32)

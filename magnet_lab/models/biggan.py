@@ -66,6 +66,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..validation import is_transformed
+
 __all__ = ["BigGANDeep", "BigGANDeepConfig", "RELEASED_CONFIGS", "STATS_RULES", "stats_weights"]
 
 STATS_RULES = ("reference", "linear")
@@ -212,12 +214,6 @@ def _check_truncation(t: Any) -> float:
     return float(t)
 
 
-def _is_transformed(t: Tensor) -> bool:
-    """True inside torch.func transforms (vmap/jvp/grad), where values cannot be inspected."""
-    probe = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)  # private API
-    return bool(probe(t)) if probe is not None else False
-
-
 def _check_input(name: str, x: Any, shape: str) -> None:
     """A floating tensor with finite values (values unchecked under torch.func)."""
     if not isinstance(x, Tensor):
@@ -225,7 +221,7 @@ def _check_input(name: str, x: Any, shape: str) -> None:
     if not x.is_floating_point():
         hint = " (class indices: pass G.one_hot(labels))" if name == "c" else ""
         raise TypeError(f"{name} must be floating point {shape}, got {x.dtype}{hint}")
-    if not _is_transformed(x) and not bool(torch.isfinite(x).all()):
+    if not is_transformed(x) and not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} contains {int((~torch.isfinite(x)).sum())} non-finite "
                          f"values (NaN/inf)")
 

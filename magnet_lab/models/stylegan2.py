@@ -48,7 +48,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..validation import check_int, check_real
+from ..validation import (check_int, check_label_batch, check_latent_batch, check_model_input,
+                          check_real)
 
 __all__ = ["StyleGAN2Generator", "MODULATIONS", "NOISE_MODES", "ARCHITECTURES"]
 
@@ -293,29 +294,10 @@ def _normalize_2nd_moment(x: Tensor) -> Tensor:
     return x * (x.square().mean(dim=1, keepdim=True) + 1e-8).rsqrt()  # (B, F)
 
 
-def _is_transformed(t: Tensor) -> bool:
-    """True inside torch.func transforms (vmap/jvp/grad), where values cannot be inspected."""
-    probe = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)  # private API
-    return bool(probe(t)) if probe is not None else False
-
-
 def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ValueError(f"unknown {name} {value!r}; choose one of {list(choices)}")
     return value
-
-
-def _check_tensor(name: str, x: Any, shape: str) -> None:
-    """A floating, non-empty tensor with finite values (values unchecked under torch.func)."""
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor {shape}, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must be floating point, got {x.dtype}")
-    if x.ndim == 0 or x.shape[0] == 0:
-        raise ValueError(f"{name} must be a non-empty {shape}, got shape {tuple(x.shape)}")
-    if not _is_transformed(x) and not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{name} contains {int((~torch.isfinite(x)).sum())} non-finite "
-                         f"values (NaN/inf)")
 
 
 def _check_options(psi: Any, cutoff: Any, noise_mode: Any, noise_seed: Any,
@@ -352,33 +334,6 @@ class MappingNetwork(nn.Module):
         if w_avg_beta is not None:
             self.register_buffer("w_avg", torch.zeros([w_dim]))
 
-    def _latents(self, z: Any) -> Tensor:
-        """z as [B, z_dim] in the network's dtype (a single [z_dim] becomes [1, z_dim])."""
-        shape = f"[B, z_dim={self.z_dim}]"
-        if isinstance(z, Tensor) and z.ndim == 1 and z.shape[0] == self.z_dim:
-            z = z[None]
-        _check_tensor("z", z, shape)
-        if z.ndim != 2 or z.shape[1] != self.z_dim:
-            raise ValueError(f"z must have shape {shape}, got {tuple(z.shape)}")
-        return z.to(self.fc0.weight.dtype)
-
-    def _labels(self, c: Any, B: int) -> Tensor | None:
-        """c as [B, c_dim] in the network's dtype, or None when unconditional."""
-        if self.c_dim == 0:
-            if c is not None and (not isinstance(c, Tensor) or c.numel() != 0):
-                raise ValueError("this generator is unconditional (c_dim=0); pass c=None")
-            return None
-        shape = f"[B={B}, c_dim={self.c_dim}]"
-        if c is None:
-            raise ValueError(f"this generator is conditional (c_dim={self.c_dim}); pass labels c "
-                             f"{shape} (e.g. one-hot rows)")
-        if isinstance(c, Tensor) and c.ndim == 1 and c.shape[0] == self.c_dim and B == 1:
-            c = c[None]
-        _check_tensor("c", c, shape)
-        if tuple(c.shape) != (B, self.c_dim):
-            raise ValueError(f"c must have shape {shape}, got {tuple(c.shape)}")
-        return c.to(self.fc0.weight.dtype)
-
     def forward(self, z: Tensor, c: Tensor | None = None, psi: float = 1.0,
                 cutoff: int | None = None) -> Tensor:
         """ws ``[B, num_ws, w_dim]`` of latents ``z [B, z_dim]`` (labels ``c [B, c_dim]`` when
@@ -386,8 +341,8 @@ class MappingNetwork(nn.Module):
         Raises TypeError/ValueError for a wrong z/c type, shape or non-finite values, a bad
         psi/cutoff, or psi != 1 without ``w_avg`` (w_avg_beta=None)."""
         _check_options(psi, cutoff, "const", None, "shared")
-        z = self._latents(z)
-        c = self._labels(c, z.shape[0])
+        z = check_latent_batch(z, self.z_dim, self.fc0.weight.dtype)
+        c = check_label_batch(c, z.shape[0], self.c_dim, self.fc0.weight.dtype)
         x = _normalize_2nd_moment(z)  # (B, z_dim)
         if c is not None:
             y = _normalize_2nd_moment(self.embed(c))  # (B, embed_features)
@@ -432,7 +387,7 @@ class SynthesisNetwork(nn.Module):
 
     def _ws(self, ws: Any) -> Tensor:
         shape = f"[B, num_ws={self.num_ws}, w_dim={self.w_dim}] (or one w [B, {self.w_dim}])"
-        _check_tensor("ws", ws, shape)
+        check_model_input("ws", ws, shape)
         if ws.ndim == 2 and ws.shape[1] == self.w_dim:  # one w for every layer, as mapping does
             ws = ws[:, None, :].expand(-1, self.num_ws, -1)  # [B, num_ws, w_dim]
         if ws.ndim != 3 or tuple(ws.shape[1:]) != (self.num_ws, self.w_dim):

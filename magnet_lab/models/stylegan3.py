@@ -68,6 +68,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..validation import check_label_batch, check_latent_batch, check_model_input
+
 __all__ = ["StyleGAN3Generator", "InputSpec", "LayerSpec", "CONFIGS", "MAPPING_DEFAULTS",
            "SYNTHESIS_DEFAULTS", "layer_schedule", "state_shapes", "design_lowpass_filter",
            "filtered_lrelu", "input_transform"]
@@ -326,25 +328,6 @@ def input_transform(translate: tuple[float, float] = (0.0, 0.0),
 # Checks
 
 
-def _is_transformed(t: Tensor) -> bool:
-    """True inside torch.func transforms (vmap/jvp/grad), where values cannot be inspected."""
-    probe = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)  # private API
-    return bool(probe(t)) if probe is not None else False
-
-
-def _check_tensor(name: str, x: Any, shape: str) -> None:
-    """A floating, non-empty tensor with finite values (values unchecked under torch.func)."""
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor {shape}, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must be floating point, got {x.dtype}")
-    if x.ndim == 0 or x.shape[0] == 0:
-        raise ValueError(f"{name} must be a non-empty {shape}, got shape {tuple(x.shape)}")
-    if not _is_transformed(x) and not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{name} contains {int((~torch.isfinite(x)).sum())} non-finite "
-                         f"values (NaN/inf)")
-
-
 def _check_psi_cutoff(psi: Any, cutoff: Any) -> None:
     if isinstance(psi, bool) or not isinstance(psi, (int, float)) or not math.isfinite(psi):
         raise ValueError(f"psi must be a finite number, got {psi!r}")
@@ -406,31 +389,6 @@ class MappingNetwork(nn.Module):
                                                         lr_multiplier))
         self.register_buffer("w_avg", torch.zeros([w_dim]))
 
-    def _latents(self, z: Any) -> Tensor:
-        shape = f"[B, z_dim={self.z_dim}]"
-        if isinstance(z, Tensor) and z.ndim == 1 and z.shape[0] == self.z_dim:
-            z = z[None]
-        _check_tensor("z", z, shape)
-        if z.ndim != 2 or z.shape[1] != self.z_dim:
-            raise ValueError(f"z must have shape {shape}, got {tuple(z.shape)}")
-        return z.to(self.w_avg.dtype)
-
-    def _labels(self, c: Any, B: int) -> Tensor | None:
-        if self.c_dim == 0:
-            if c is not None and (not isinstance(c, Tensor) or c.numel() != 0):
-                raise ValueError("this generator is unconditional (c_dim=0); pass c=None")
-            return None
-        shape = f"[B={B}, c_dim={self.c_dim}]"
-        if c is None:
-            raise ValueError(f"this generator is conditional (c_dim={self.c_dim}); pass labels c "
-                             f"{shape} (e.g. one-hot rows)")
-        if isinstance(c, Tensor) and c.ndim == 1 and c.shape[0] == self.c_dim and B == 1:
-            c = c[None]
-        _check_tensor("c", c, shape)
-        if tuple(c.shape) != (B, self.c_dim):
-            raise ValueError(f"c must have shape {shape}, got {tuple(c.shape)}")
-        return c.to(self.w_avg.dtype)
-
     def forward(self, z: Tensor, c: Tensor | None = None, psi: float = 1.0,
                 cutoff: int | None = None) -> Tensor:
         """ws ``[B, num_ws, w_dim]`` of ``z [B, z_dim]`` (labels ``c [B, c_dim]`` when c_dim > 0),
@@ -438,8 +396,8 @@ class MappingNetwork(nn.Module):
         TypeError/ValueError for a wrong z/c type, shape or non-finite values, or a bad
         psi/cutoff."""
         _check_psi_cutoff(psi, cutoff)
-        z = self._latents(z)
-        c = self._labels(c, z.shape[0])
+        z = check_latent_batch(z, self.z_dim, self.w_avg.dtype)
+        c = check_label_batch(c, z.shape[0], self.c_dim, self.w_avg.dtype)
         x = z * (z.square().mean(dim=1, keepdim=True) + 1e-8).rsqrt()  # [B, z_dim]
         if c is not None:
             y = self.embed(c)  # [B, w_dim]
@@ -553,7 +511,7 @@ class SynthesisNetwork(nn.Module):
 
     def _ws(self, ws: Any) -> Tensor:
         shape = f"[B, num_ws={self.num_ws}, w_dim={self.w_dim}] (or one w [B, {self.w_dim}])"
-        _check_tensor("ws", ws, shape)
+        check_model_input("ws", ws, shape)
         if ws.ndim == 2 and ws.shape[1] == self.w_dim:
             ws = ws[:, None, :].expand(-1, self.num_ws, -1)  # [B, num_ws, w_dim]
         if ws.ndim != 3 or tuple(ws.shape[1:]) != (self.num_ws, self.w_dim):

@@ -46,7 +46,7 @@ def normalise_config(kwargs: Mapping[str, Any], *, flat: bool, source: str) -> d
     missing = [k for k in _TOP if k not in kwargs]
     if missing:
         raise ValueError(f"{source}: generator kwargs lack {missing}")
-    top = {k: _plain(kwargs.pop(k)) for k in _TOP}
+    top = {k: plain(kwargs.pop(k)) for k in _TOP}
     mapping = dict(kwargs.pop("mapping_kwargs", None) or {})
     if flat:
         synthesis, defaults = kwargs, SG3_REPO_SYNTHESIS_DEFAULTS
@@ -65,25 +65,25 @@ def normalise_config(kwargs: Mapping[str, Any], *, flat: bool, source: str) -> d
         if unknown:
             raise ValueError(f"{source}: unknown {what} kwargs {unknown}; only StyleGAN2 "
                              f"generators with {sorted(known)} are read")
-    mapping = {k: _plain(mapping.get(k, v)) for k, v in mapping_defaults.items()}
+    mapping = {k: plain(mapping.get(k, v)) for k, v in mapping_defaults.items()}
     if mapping["embed_features"] is None:
         mapping["embed_features"] = top["w_dim"]
     if top["c_dim"] == 0:
         mapping["embed_features"] = 0
     if mapping["layer_features"] is None:
         mapping["layer_features"] = top["w_dim"]
-    synthesis = {k: _plain(synthesis.get(k, v)) for k, v in defaults.items()}
+    synthesis = {k: plain(synthesis.get(k, v)) for k, v in defaults.items()}
     return {**top, "mapping_kwargs": mapping, "synthesis_kwargs": synthesis}
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """JSON-able Python values from numpy scalars, tuples and EasyDicts."""
     if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
         return value.item()
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain(v) for k, v in value.items()}
     return value
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from ..stylegan3 import MAPPING_DEFAULTS, SYNTHESIS_DEFAULTS, state_shapes
+from ._stylegan2 import plain
 
 _TOP = ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels")
 _KEY = re.compile(r"synthesis\.(L\d+_\d+_\d+|input)\.")
@@ -38,7 +39,7 @@ def normalise_config(kwargs: Mapping[str, Any], *, source: str) -> dict[str, Any
     missing = [k for k in _TOP if k not in kwargs]
     if missing:
         raise ValueError(f"{source}: StyleGAN3 generator kwargs lack {missing}")
-    top = {k: _plain(kwargs.pop(k)) for k in _TOP}
+    top = {k: plain(kwargs.pop(k)) for k in _TOP}
     mapping = dict(kwargs.pop("mapping_kwargs", None) or {})
     for given, known, what in ((mapping, MAPPING_DEFAULTS, "mapping"),
                                (kwargs, SYNTHESIS_DEFAULTS, "synthesis")):
@@ -47,19 +48,8 @@ def normalise_config(kwargs: Mapping[str, Any], *, source: str) -> dict[str, Any
             raise ValueError(f"{source}: unknown StyleGAN3 {what} kwargs {unknown}; known: "
                              f"{sorted(known)}")
     return {**top,
-            "mapping_kwargs": {k: _plain(mapping.get(k, v)) for k, v in MAPPING_DEFAULTS.items()},
-            "synthesis_kwargs": {k: _plain(kwargs.get(k, v)) for k, v in SYNTHESIS_DEFAULTS.items()}}
-
-
-def _plain(value: Any) -> Any:
-    """JSON-able Python values from numpy scalars, tuples and EasyDicts."""
-    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
-        return value.item()
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    return value
+            "mapping_kwargs": {k: plain(mapping.get(k, v)) for k, v in MAPPING_DEFAULTS.items()},
+            "synthesis_kwargs": {k: plain(kwargs.get(k, v)) for k, v in SYNTHESIS_DEFAULTS.items()}}
 
 
 def check_state(state: Mapping[str, torch.Tensor], config: Mapping[str, Any], source: str) -> None:
