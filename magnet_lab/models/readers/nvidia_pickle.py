@@ -208,7 +208,7 @@ def restricted_load(path: str | os.PathLike) -> Any:
                    f"{err.why} (nothing in the file was executed)")
     except Exception as err:  # noqa: BLE001 - EOFError, UnpicklingError, ... from junk
         # an embedded torch storage is read by torch.load(weights_only=True), whose text would
-        # advise weights_only=False: never repeated (refusal_detail)
+        # advise lifting that restriction: never repeated (refusal_detail)
         detail = str(err)[:200] if "weights_only" not in str(err) else refusal_detail(err)
         refusal = f"corrupt or truncated pickle ({type(err).__name__}: {detail})"
     raise ValueError(f"{path}: {refusal}") from None  # outside the handler: no chained advice
