@@ -68,6 +68,9 @@ def _check_seed(seed: Any, name: str = "seed") -> None:
         raise ValueError(f"{name} must be a non-negative int, got {seed!r}")
 
 
+CLASS_BALANCES = (None, "equal", "mass")
+
+
 @dataclass(frozen=True)
 class Sampler:
     """One sampler, as data: how to turn a bank (or fresh noise) into ``n`` latents.
@@ -81,10 +84,24 @@ class Sampler:
     ``fresh_latents=True`` ignores the weights and draws fresh latents from ``seed`` instead (the
     truncation baseline; ``torch.randn(n, d)`` float32 for a Gaussian bank). ``psi`` is the
     truncation applied when generating images (``models.generate(G, z, psi=sampler.psi)``).
-    Raises ValueError on construction for a non-finite ``rho``, a ``psi`` that is not finite
-    and positive (ψ > 1 is anti-truncation), ``magnet_fraction`` outside ``[0, 1]``, a negative
-    or non-integer ``seed``, or a fresh-latent sampler with weights (``rho`` ≠ 0 or
-    ``exact_uniform``).
+
+    Classes (a bank with ``labels``, i.e. of a conditional generator): ``classes`` restricts
+    the draw to the candidates of those class ids (None: every class the bank holds; the
+    weights are renormalised over the kept candidates). ``class_balance`` None pools the
+    weights over the kept candidates (polarity may move mass between classes); ``"equal"`` is
+    the authors' per-class sampler: weights normalised within each class and ``n`` split
+    equally over the K classes (``sampling.equal_class_counts``: the first ``n mod K`` in
+    sorted order get one more), each class drawn on its own (``sampling.per_class_indices``;
+    the indices come grouped by class in sorted order); ``"mass"`` renormalises the weights
+    within classes and gives class c the total mass ``class_mass`` (one entry per class of the
+    draw: per entry of ``classes``, or per class the bank holds in sorted order; default the
+    candidates' class shares, ``sampling.per_class_log_weights``), then draws once from the
+    pooled result. Raises ValueError on construction for a non-finite ``rho``, a ``psi`` that
+    is not finite and positive (ψ > 1 is anti-truncation), ``magnet_fraction`` outside
+    ``[0, 1]``, a negative or non-integer ``seed``, a fresh-latent sampler with weights (``rho``
+    ≠ 0 or ``exact_uniform``), an unknown ``class_balance``, repeated or negative ``classes``,
+    a ``class_mass`` without ``class_balance="mass"``, of the wrong length or not non-negative
+    with a positive sum, or ``"mass"`` with ``magnet_fraction < 1``.
     """
 
     name: str
@@ -96,6 +113,9 @@ class Sampler:
     magnet_fraction: float = 1.0
     fresh_latents: bool = False
     seed: int = 0
+    class_balance: str | None = None
+    classes: tuple[int, ...] | None = None
+    class_mass: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -113,19 +133,84 @@ class Sampler:
         if self.fresh_latents and (self.rho != 0 or self.exact_uniform):
             raise ValueError(f"sampler {self.name!r}: fresh latents are unweighted; rho and "
                              "exact_uniform apply to bank samplers only")
+        self._check_class_options()
+
+    def _check_class_options(self) -> None:
+        if self.class_balance not in CLASS_BALANCES:
+            raise ValueError(f"class_balance must be one of {list(CLASS_BALANCES)}, got "
+                             f"{self.class_balance!r}")
+        if self.classes is not None:
+            ids = list(self.classes) if isinstance(self.classes, (list, tuple)) else None
+            if not ids or any(isinstance(c, bool) or not isinstance(c, int) or c < 0
+                              for c in ids) or len(set(ids)) != len(ids):
+                raise ValueError(f"classes must be a non-empty tuple of distinct class ids >= 0, "
+                                 f"got {self.classes!r}")
+            object.__setattr__(self, "classes", tuple(ids))  # a JSON list back to a tuple
+        if self.class_balance == "mass" and self.magnet_fraction != 1:
+            raise ValueError("class_balance='mass' draws once from class-massed weights; the % "
+                             "MaGNET mixture (magnet_fraction < 1) is per class: use "
+                             "class_balance='equal' or None")
+        if self.class_mass is None:
+            return
+        if self.class_balance != "mass":
+            raise ValueError(f"class_mass applies to class_balance='mass' only (got "
+                             f"class_balance={self.class_balance!r})")
+        mass = list(self.class_mass) if isinstance(self.class_mass, (list, tuple)) else None
+        if not mass or any(isinstance(m, bool) or not isinstance(m, (int, float))
+                           or not math.isfinite(m) or m < 0 for m in mass) or sum(mass) <= 0:
+            raise ValueError(f"class_mass must be a tuple of finite non-negative numbers with a "
+                             f"positive sum, got {self.class_mass!r}")
+        if self.classes is not None and len(mass) != len(self.classes):
+            raise ValueError(f"class_mass has {len(mass)} entries but classes has "
+                             f"{len(self.classes)}: one mass per requested class")
+        object.__setattr__(self, "class_mass", tuple(float(m) for m in mass))
 
     def as_dict(self) -> dict[str, Any]:
-        """The specification as a JSON-ready dict (for a results file)."""
-        return asdict(self)
+        """The specification as a JSON-ready dict (for a results file); the class options
+        appear only when set, so a pooled sampler's record is what it always was."""
+        out = asdict(self)
+        for key in ("class_balance", "classes", "class_mass"):
+            if out[key] is None:
+                del out[key]
+            elif isinstance(out[key], tuple):
+                out[key] = list(out[key])
+        return out
 
-    def log_weights(self, vb: bank.VolumeBank) -> torch.Tensor:
-        """Normalised polarity log-weights ``[N]`` (float64) of the bank's candidates:
-        ``sampling.log_weights(vb.log_sv, rho, top_k, log_prior=...)`` with, for
-        ``exact_uniform``, the log prior of the bank's latent law at its latents. Raises
-        ValueError for a fresh-latent sampler (no weights over a bank), exact weights on a bank
-        without latents or without a known law, and as ``sampling.log_weights`` does."""
-        if self.fresh_latents:
-            raise ValueError(f"sampler {self.name!r} draws fresh latents: no weights over a bank")
+    @property
+    def per_class(self) -> bool:
+        """Whether any class option is set (the draw then needs the bank's labels)."""
+        return (self.class_balance, self.classes, self.class_mass) != (None, None, None)
+
+    def draw_classes(self, vb: bank.VolumeBank) -> list[int]:
+        """The class ids this sampler draws from bank ``vb``: ``classes`` as given, else every
+        class the bank's labels hold, sorted. Raises ValueError for a bank without labels or a
+        requested class with no candidate in the bank (naming the ones it has)."""
+        if vb.labels is None:
+            raise ValueError(f"sampler {self.name!r} has class options but the bank has no "
+                             "labels (it is not a conditional generator's bank)")
+        present = torch.unique(vb.labels).tolist()
+        if self.classes is None:
+            return present
+        missing = sorted(set(self.classes) - set(present))
+        if missing:
+            shown = present if len(present) <= 20 else present[:20] + ["..."]
+            raise ValueError(f"classes {missing} have no candidate in the bank; its classes are "
+                             f"{shown}")
+        return list(self.classes)
+
+    def _kept(self, vb: bank.VolumeBank) -> tuple[torch.Tensor | None, list[int] | None]:
+        """(indices ``[M]`` of the candidates of the draw's classes, or None for all of them;
+        the draw's classes, or None when no class option is set)."""
+        if not self.per_class:
+            return None, None
+        classes = self.draw_classes(vb)
+        if self.classes is None:
+            return None, classes
+        keep = torch.isin(vb.labels, torch.tensor(classes, dtype=torch.int64))  # [N]
+        return torch.nonzero(keep).flatten(), classes
+
+    def _pooled(self, vb: bank.VolumeBank) -> torch.Tensor:
+        """Normalised polarity log-weights ``[N]`` of all the bank's candidates (no classes)."""
         log_prior = None
         if self.exact_uniform:
             if vb.latents is None:
@@ -133,54 +218,195 @@ class Sampler:
             log_prior = latent.law_of_bank(vb).log_prior(vb.latents)  # [N]
         return sampling.log_weights(vb.log_sv, self.rho, top_k=self.top_k, log_prior=log_prior)
 
+    def _class_mass(self, vb: bank.VolumeBank, labels: torch.Tensor, classes: list[int]
+                    ) -> torch.Tensor:
+        """Class masses ``[K]`` (float64, sum 1) aligned with ``classes``."""
+        if self.class_mass is None:
+            counts = torch.tensor([int((labels == c).sum()) for c in classes], dtype=torch.float64)
+            return counts / counts.sum()
+        if len(self.class_mass) != len(classes):
+            raise ValueError(f"class_mass has {len(self.class_mass)} entries but the bank holds "
+                             f"{len(classes)} classes {classes}: one mass per class, in that "
+                             "order (or pass classes=...)")
+        mass = torch.tensor(self.class_mass, dtype=torch.float64)
+        return mass / mass.sum()
+
+    def log_weights(self, vb: bank.VolumeBank) -> torch.Tensor:
+        """Normalised polarity log-weights ``[N]`` (float64) of the bank's candidates:
+        ``sampling.log_weights(vb.log_sv, rho, top_k, log_prior=...)`` with, for
+        ``exact_uniform``, the log prior of the bank's latent law at its latents; with class
+        options, −inf outside the draw's classes and renormalised over the kept candidates
+        (``classes``), within classes to the class masses (``"mass"``), or within classes to
+        equal class masses 1/K (``"equal"``, the law of its draws as n grows). Raises
+        ValueError for a fresh-latent sampler (no weights over a bank), exact weights on a bank
+        without latents or without a known law, class options on a bank without labels or with
+        an unknown class, and as ``sampling.log_weights`` does."""
+        if self.fresh_latents:
+            raise ValueError(f"sampler {self.name!r} draws fresh latents: no weights over a bank")
+        kept, classes = self._kept(vb)
+        if classes is None:
+            return self._pooled(vb)
+        sub = vb if kept is None else vb.subset(kept)
+        log_w = self._pooled(sub)  # [M]
+        if self.class_balance is not None:
+            mass = (torch.full((len(classes),), 1 / len(classes), dtype=torch.float64)
+                    if self.class_balance == "equal" else self._class_mass(vb, sub.labels, classes))
+            log_w = sampling.per_class_log_weights(log_w, _positions(sub.labels, classes), mass)
+        return _scatter(log_w, kept, len(vb))
+
     def drawn_log_weights(self, vb: bank.VolumeBank) -> torch.Tensor:
         """Normalised log-weights ``[N]`` (float64) of the law ``indices`` draws from: the
-        polarity weights ``w`` mixed with plain sampling, ``f·w + (1 − f)/N`` for ``f =
-        magnet_fraction`` (f = 1: ``w`` itself). Raises ValueError as ``log_weights``."""
+        polarity weights ``w`` mixed with plain sampling, ``f·w + (1 − f)/M`` for ``f =
+        magnet_fraction`` over the M kept candidates (f = 1: ``w`` itself); for ``"equal"`` the
+        mixture is within each class (plain: ``1/N_c``), each class with mass 1/K. Raises
+        ValueError as ``log_weights``."""
         log_w = self.log_weights(vb)  # [N], logsumexp 0
         f = float(self.magnet_fraction)
         if f == 1:
             return log_w
-        plain = torch.full_like(log_w, -math.log(log_w.numel()))
+        kept, classes = self._kept(vb)
+        if self.class_balance == "equal":
+            labels = vb.labels
+            n_c = torch.bincount(labels, minlength=max(classes) + 1).to(torch.float64)  # [C]
+            plain = -torch.log(n_c[labels] * len(classes))  # [N] log 1/(K·N_c)
+            plain = plain.masked_fill(~_in(labels, classes), -math.inf)
+        else:
+            m = log_w.numel() if kept is None else kept.numel()
+            plain = torch.full_like(log_w, -math.log(m))
+            if kept is not None:
+                plain = _scatter(plain[kept], kept, len(vb))
         if f == 0:
             return plain
         return torch.logaddexp(math.log(f) + log_w, math.log1p(-f) + plain)
 
     def ess_fraction(self, vb: bank.VolumeBank) -> float:
-        """ESS / N of ``log_weights(vb)`` (``sampling.ess_fraction``), in ``(0, 1]``."""
-        return sampling.ess_fraction(self.log_weights(vb))
+        """ESS / M of ``log_weights(vb)`` (``sampling.ess_fraction``), in ``(0, 1]``, with M the
+        candidates of the draw's classes (all N without ``classes``)."""
+        log_w = self.log_weights(vb)
+        kept, _ = self._kept(vb)
+        return sampling.ess_fraction(log_w if kept is None else log_w[kept])
+
+    def class_ess(self, vb: bank.VolumeBank, *, fraction: bool = False) -> dict[int, float]:
+        """The effective sample size of the polarity weights within each class of the draw:
+        ``{class: ESS_c}`` (``fraction``: ``ESS_c / N_c``, in (0, 1]), the number of
+        candidates a per-class draw (``"equal"``) effectively chooses from; what matters when
+        ``n_c`` draws are asked of class c. Raises ValueError as ``log_weights`` does."""
+        log_w = Sampler(self.name, rho=self.rho, top_k=self.top_k,
+                        exact_uniform=self.exact_uniform).log_weights(vb)  # [N] pooled
+        out = {}
+        for c in self.draw_classes(vb):
+            sub = log_w[vb.labels == c]  # [N_c]
+            if not bool(torch.isfinite(sub).any()):
+                out[int(c)] = 0.0
+                continue
+            out[int(c)] = sampling.ess_fraction(sub) if fraction else sampling.ess(sub)
+        return out
 
     def indices(self, vb: bank.VolumeBank, n: int) -> torch.Tensor:
         """Indices ``[n]`` (int64) into the bank, drawn with ``log_weights(vb)`` by
         ``sampling.resample`` (without replacement: Gumbel-top-n, the authors' procedure;
         ``replace``: i.i.d. draws from the weighted law) or, for ``magnet_fraction < 1``,
         ``sampling.mixture_indices``, from ``torch.Generator().manual_seed(seed)`` (the same
-        sampler gives the same indices). Warns (``sampling.LowESSWarning``) when the weights
-        collapse. Raises ValueError for a fresh-latent sampler and as the resamplers do (e.g.
-        ``n`` above the positive-weight candidates without replacement)."""
+        sampler gives the same indices); ``"equal"`` draws each class on its own with
+        ``sampling.per_class_indices`` (indices grouped by class in sorted order); ``classes``
+        draws among the kept candidates only. Warns (``sampling.LowESSWarning``) when the
+        weights collapse (per class for ``"equal"``). Raises ValueError for a fresh-latent
+        sampler, as ``log_weights`` does, and as the resamplers do (e.g. ``n`` above the
+        positive-weight candidates, or a class's share of ``n`` above its positive-weight
+        candidates, without replacement)."""
         if self.fresh_latents:
             raise ValueError(f"sampler {self.name!r} draws fresh latents, not bank indices")
         log_w = self.log_weights(vb)  # [N]
-        sampling.check_ess(log_w)
         rng = torch.Generator().manual_seed(self.seed)
+        kept, classes = self._kept(vb)
+        if self.class_balance == "equal":
+            counts = sampling.equal_class_counts(n, classes)
+            for c in classes:
+                sampling.check_ess(log_w[vb.labels == c])
+            return sampling.per_class_indices(log_w, vb.labels, counts, replace=self.replace,
+                                              fraction=self.magnet_fraction, rng=rng)
+        sub_w = log_w if kept is None else log_w[kept]  # [M]
+        sampling.check_ess(sub_w)
         if self.magnet_fraction == 1:
-            return sampling.resample(log_w, n, replace=self.replace, rng=rng)
-        return sampling.mixture_indices(log_w, n, self.magnet_fraction, rng=rng,
-                                        replace=self.replace)
+            idx = sampling.resample(sub_w, n, replace=self.replace, rng=rng)
+        else:
+            idx = sampling.mixture_indices(sub_w, n, self.magnet_fraction, rng=rng,
+                                           replace=self.replace)
+        return idx if kept is None else kept[idx]
 
-    def latents(self, vb: bank.VolumeBank, n: int) -> torch.Tensor:
-        """``n`` latents ``[n, d]``: the bank's latents at ``indices(vb, n)``, or fresh ones
-        from the bank's latent law seeded with ``seed`` (Gaussian: ``torch.randn(n, d)``,
-        float32). Raises ValueError when the bank stores no latents, or for fresh latents of a
-        bank whose law is unknown."""
+    def inputs(self, vb: bank.VolumeBank, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The generator inputs of ``n`` draws: latents ``[n, d]`` and their class labels
+        (int64 ``[n]``; None for a bank without labels), the bank's at ``indices(vb, n)``. Fresh
+        latents come from the bank's latent law seeded with ``seed`` (Gaussian:
+        ``torch.randn(n, d)``, float32), and, for a bank with labels, labels from the same
+        generator afterwards: ``"equal"`` counts in sorted class order, ``"mass"`` i.i.d. with
+        the class masses, else uniform over the draw's classes. Raises ValueError when the bank
+        stores no latents, for fresh latents of a bank whose law is unknown, and as
+        ``indices`` does."""
         if vb.latents is None:
             raise ValueError("the bank stores no latents (needed to resample them, and for d)")
         if not self.fresh_latents:
-            return vb.latents[self.indices(vb, n)]
+            idx = self.indices(vb, n)
+            return vb.latents[idx], None if vb.labels is None else vb.labels[idx]
         law, rng = latent.law_of_bank(vb), torch.Generator().manual_seed(self.seed)
         if isinstance(law, latent.GaussianLaw):
-            return torch.randn(n, vb.z_dim, generator=rng)
-        return law.sample(n, vb.z_dim, rng=rng)
+            z = torch.randn(n, vb.z_dim, generator=rng)  # [n, d]
+        else:
+            z = law.sample(n, vb.z_dim, rng=rng)
+        if vb.labels is None:
+            if self.per_class:
+                self.draw_classes(vb)  # raises: no labels
+            return z, None
+        classes = self.draw_classes(vb)
+        if self.class_balance == "equal":
+            counts = sampling.equal_class_counts(n, classes)
+            labels = torch.cat([torch.full((k,), c, dtype=torch.int64) for c, k in counts.items()])
+        else:
+            if self.class_balance == "mass":
+                mass = self._class_mass(vb, vb.labels[_in(vb.labels, classes)], classes)
+            else:
+                mass = torch.full((len(classes),), 1.0 / len(classes), dtype=torch.float64)
+            pick = torch.multinomial(mass, n, replacement=True, generator=rng)  # [n]
+            labels = torch.tensor(classes, dtype=torch.int64)[pick]
+        return z, labels
+
+    def latents(self, vb: bank.VolumeBank, n: int) -> torch.Tensor:
+        """The latents ``[n, d]`` of ``inputs(vb, n)``: the bank's latents at ``indices(vb,
+        n)``, or fresh ones from the bank's latent law seeded with ``seed``. A conditional
+        generator also needs the labels: use ``inputs`` or ``images``. Raises as ``inputs``."""
+        return self.inputs(vb, n)[0]
+
+    def images(self, G: torch.nn.Module, vb: bank.VolumeBank, n: int, *,
+               size: int | None = None, batch_size: int = 500) -> torch.Tensor:
+        """Images ``[n, C, H, W]`` of ``inputs(vb, n)``: ``models.generate(G, z, psi=psi,
+        labels=labels, size=size, batch_size=batch_size)``, so a conditional generator gets
+        each candidate's class. Raises as ``inputs`` and ``models.generate`` do."""
+        from . import models
+
+        z, labels = self.inputs(vb, n)
+        return models.generate(G, z, psi=self.psi, labels=labels, size=size,
+                               batch_size=batch_size)
+
+
+def _in(labels: torch.Tensor, classes: list[int]) -> torch.Tensor:
+    """Mask ``[N]`` of the labels among ``classes``."""
+    return torch.isin(labels, torch.tensor(classes, dtype=torch.int64))
+
+
+def _positions(labels: torch.Tensor, classes: list[int]) -> torch.Tensor:
+    """Each label's position in ``classes`` (int64 ``[N]``; every label must be in it)."""
+    lookup = torch.full((max(classes) + 1,), -1, dtype=torch.int64)
+    lookup[torch.tensor(classes, dtype=torch.int64)] = torch.arange(len(classes))
+    return lookup[labels]
+
+
+def _scatter(values: torch.Tensor, kept: torch.Tensor | None, n: int) -> torch.Tensor:
+    """``values [M]`` at rows ``kept`` of an ``[n]`` tensor of −inf (``kept`` None: as is)."""
+    if kept is None:
+        return values
+    out = torch.full((n,), -math.inf, dtype=values.dtype)
+    out[kept] = values
+    return out
 
 
 def metric_table(evaluations: dict[str, dict[str, Any]],

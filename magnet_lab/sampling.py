@@ -50,7 +50,8 @@ from .validation import check_finite, check_int, check_latents, check_real
 __all__ = [
     "LowESSWarning", "log_volume", "log_weights", "gaussian_latents", "gaussian_log_prior",
     "uniform_box_latents", "latents_from_seeds", "resample", "ess", "ess_fraction",
-    "check_ess", "mixture_indices", "per_class_log_weights", "LOW_ESS_FRACTION",
+    "check_ess", "mixture_indices", "per_class_log_weights", "equal_class_counts",
+    "per_class_indices", "LOW_ESS_FRACTION",
 ]
 
 # ESS / N below this is "collapsed": ``check_ess`` warns and the explorer flags it.
@@ -399,3 +400,61 @@ def per_class_log_weights(log_w: torch.Tensor, labels: torch.Tensor,
     out = log_w - class_lse[labels] + torch.log(mass)[labels]
     out[mass[labels] == 0] = -math.inf
     return out - torch.logsumexp(out, 0)
+
+
+def equal_class_counts(n: int, classes: list[int] | tuple[int, ...]) -> dict[int, int]:
+    """How ``n`` draws split equally over the K distinct ``classes``: ``{class: count}`` in
+    sorted class order, each ``n // K``, and the first ``n mod K`` classes in sorted order one
+    more (so the counts sum to ``n``; a class may get 0 when ``n < K``). Raises ValueError for
+    ``n < 1``, no classes, negative or repeated class ids."""
+    _check_count(n)
+    ids = [check_int("class id", c, low=0) for c in classes]
+    if not ids or len(set(ids)) != len(ids):
+        raise ValueError(f"classes must be a non-empty list of distinct ids, got {list(classes)}")
+    base, extra = divmod(n, len(ids))
+    return {c: base + (i < extra) for i, c in enumerate(sorted(ids))}
+
+
+def per_class_indices(log_w: torch.Tensor, labels: torch.Tensor, counts: dict[int, int], *,
+                      replace: bool = False, fraction: float = 1.0,
+                      rng: torch.Generator | None = None) -> torch.Tensor:
+    """The authors' per-class sampler: for each class c of ``counts`` in sorted order,
+    ``counts[c]`` indices of candidates with ``labels == c`` drawn with the weights ``log_w``
+    renormalised within the class (``resample``; with ``fraction < 1`` the "% MaGNET" mixture
+    ``mixture_indices`` within the class), all from the one ``rng`` (None: seed 0). ``log_w``
+    is ``[N]`` (any normalisation, -inf = weight zero), ``labels`` int64 ``[N]``. Returns int64
+    indices ``[Σ counts]`` into ``log_w``, grouped by class in sorted order. Raises ValueError
+    for a class with no candidate, a count above the class's positive-weight candidates
+    without replacement (naming the class), and as ``resample`` does."""
+    log_w = _check_log_w(log_w, "log_w")
+    if not isinstance(labels, torch.Tensor) or labels.dtype not in (torch.int64, torch.int32) \
+            or tuple(labels.shape) != tuple(log_w.shape):
+        raise ValueError(f"labels must be an int64 tensor of shape {tuple(log_w.shape)} (one per "
+                         f"candidate), got {getattr(labels, 'dtype', type(labels).__name__)} "
+                         f"{tuple(getattr(labels, 'shape', ()))}")
+    check_real("fraction", fraction, low=0, high=1)
+    g = _rng(None, rng)
+    labels = labels.to("cpu", torch.int64)
+    parts = []
+    for c in sorted(counts):
+        k = check_int(f"count of class {c}", counts[c], low=0)
+        members = torch.nonzero(labels == c).flatten()  # [N_c]
+        if members.numel() == 0:
+            raise ValueError(f"class {c} has no candidate in the bank")
+        if k == 0:
+            continue
+        sub = log_w[members]  # [N_c]
+        n_pos = int(torch.isfinite(sub).sum())
+        if n_pos == 0:
+            raise ValueError(f"class {c}: none of its {members.numel()} candidates has a "
+                             "positive weight")
+        if not replace and k > (n_pos if fraction == 1 else members.numel()):
+            raise ValueError(f"class {c}: cannot draw {k} without replacement, only {n_pos} of "
+                             f"its {members.numel()} candidates have positive weight; lower n, "
+                             "draw with replacement, or build a bigger bank")
+        pick = (resample(sub, k, replace, g) if fraction == 1
+                else mixture_indices(sub, k, fraction, rng=g, replace=replace))
+        parts.append(members[pick])
+    if not parts:
+        raise ValueError("per_class_indices: the counts ask for no draw")
+    return torch.cat(parts)

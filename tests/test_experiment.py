@@ -4,7 +4,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
+import scipy.stats
 import torch
 from torch import nn
 
@@ -168,6 +170,185 @@ def test_sampler_rejects_inconsistent_specifications(kwargs, match):
     with pytest.raises(ValueError, match=match):
         experiment.Sampler("bad", **kwargs)
     assert experiment.Sampler("anti-truncation", psi=1.5).psi == 1.5  # as models.truncate allows
+
+
+def _class_bank(sizes=(30, 20, 10), classes=(0, 3, 7), r=3, seed=0):
+    """A labelled bank (a conditional generator's): ``sizes[i]`` candidates of class
+    ``classes[i]``, random sorted log σ, Gaussian latents recorded as such."""
+    from magnet_lab.bank import VolumeBank
+
+    g = torch.Generator().manual_seed(seed)
+    n = sum(sizes)
+    labels = torch.cat([torch.full((k,), c, dtype=torch.int64) for k, c in zip(sizes, classes)])
+    log_sv = torch.randn(n, r, generator=g, dtype=torch.float64).sort(1, descending=True).values
+    meta = {"identity": {"latents": {"law": "gaussian", "seed": seed}}}
+    return VolumeBank(log_sv, torch.randn(n, 2, generator=g), labels=labels, meta=meta)
+
+
+def test_equal_class_balance_at_rho0_draws_exactly_n_over_k_per_class():
+    vb = _class_bank()
+    idx = experiment.Sampler("eq", class_balance="equal", seed=2).indices(vb, 30)  # 30 = 3·10
+    assert torch.bincount(vb.labels[idx], minlength=8)[[0, 3, 7]].tolist() == [10, 10, 10]
+    assert idx.unique().numel() == 30  # without replacement
+    assert vb.labels[idx].tolist() == sorted(vb.labels[idx].tolist())  # grouped, sorted classes
+    idx = experiment.Sampler("eq", class_balance="equal", seed=2).indices(vb, 29)  # 29 = 3·9 + 2
+    assert torch.bincount(vb.labels[idx], minlength=8)[[0, 3, 7]].tolist() == [10, 10, 9]
+    only = experiment.Sampler("eq", class_balance="equal", classes=(7, 3)).indices(vb, 20)
+    assert torch.bincount(vb.labels[only], minlength=8)[[0, 3, 7]].tolist() == [0, 10, 10]
+    with pytest.raises(ValueError, match="class 7: cannot draw 11"):  # class 7 holds 10
+        experiment.Sampler("eq", class_balance="equal").indices(vb, 33)
+    assert torch.bincount(vb.labels[experiment.Sampler(
+        "eq", class_balance="equal", replace=True).indices(vb, 33)], minlength=8)[7] == 11
+
+
+def test_equal_class_balance_draws_within_class_by_the_normalised_weights():
+    """Chi-square over many seeds: within class c, candidate i is drawn with probability
+    w_i / Σ_{j in c} w_j (w = vol^ρ), whatever the class sizes."""
+    vb = _class_bank(sizes=(6, 4), classes=(1, 2))
+    w = sampling.log_weights(vb.log_sv, 1.0, top_k=2).exp().numpy()
+    counts = np.zeros(len(vb))
+    for seed in range(200):
+        s = experiment.Sampler("eq", rho=1.0, top_k=2, class_balance="equal", replace=True,
+                               seed=seed)
+        counts += np.bincount(s.indices(vb, 40).numpy(), minlength=len(vb))
+    for c in (1, 2):
+        members = (vb.labels == c).numpy()
+        assert counts[members].sum() == 200 * 20
+        p = w[members] / w[members].sum()
+        assert scipy.stats.chisquare(counts[members], p * 200 * 20).pvalue > 1e-3
+    eq = experiment.Sampler("eq", rho=1.0, top_k=2, class_balance="equal")
+    mass = torch.zeros(3, dtype=torch.float64).index_add_(0, vb.labels, eq.log_weights(vb).exp())
+    torch.testing.assert_close(mass[1:], torch.tensor([0.5, 0.5], dtype=torch.float64))
+    ess = eq.class_ess(vb)
+    assert set(ess) == {1, 2}
+    assert ess[1] == pytest.approx(sampling.ess(torch.tensor(np.log(w[:6]))))
+    assert eq.class_ess(vb, fraction=True)[2] == pytest.approx(ess[2] / 4)
+
+
+def test_mass_class_balance_gives_each_class_its_mass_and_keeps_ratios_within():
+    vb = _class_bank()
+    s = experiment.Sampler("mass", rho=1.0, class_balance="mass", class_mass=(0.2, 0.3, 0.5),
+                           replace=True, seed=5)
+    log_w = s.log_weights(vb)
+    pooled = sampling.log_weights(vb.log_sv, 1.0)
+    mass = torch.zeros(8, dtype=torch.float64).index_add_(0, vb.labels, log_w.exp())[[0, 3, 7]]
+    torch.testing.assert_close(mass, torch.tensor([0.2, 0.3, 0.5], dtype=torch.float64))
+    for c in (0, 3, 7):
+        diff = (log_w - pooled)[vb.labels == c]
+        torch.testing.assert_close(diff, diff[:1].expand_as(diff))  # ratios kept within class
+    counts = torch.bincount(vb.labels[s.indices(vb, 6000)], minlength=8)[[0, 3, 7]].numpy()
+    assert scipy.stats.chisquare(counts, np.array([0.2, 0.3, 0.5]) * 6000).pvalue > 1e-3
+    shares = experiment.Sampler("mass", rho=1.0, class_balance="mass").log_weights(vb)
+    mass = torch.zeros(8, dtype=torch.float64).index_add_(0, vb.labels, shares.exp())[[0, 3, 7]]
+    torch.testing.assert_close(mass, torch.tensor([0.5, 1 / 3, 1 / 6], dtype=torch.float64))
+
+
+def test_classes_restrict_the_pooled_draw_and_its_weights():
+    vb = _class_bank()
+    s = experiment.Sampler("two", rho=1.0, classes=(3, 7), seed=1)
+    log_w = s.log_weights(vb)
+    keep = vb.labels != 0
+    assert bool((log_w[~keep] == -math.inf).all())
+    torch.testing.assert_close(log_w[keep], sampling.log_weights(vb.log_sv[keep], 1.0))
+    idx = s.indices(vb, 25)
+    assert set(vb.labels[idx].tolist()) <= {3, 7} and idx.unique().numel() == 25
+    assert s.ess_fraction(vb) == pytest.approx(sampling.ess_fraction(log_w[keep]))
+    z, labels = s.inputs(vb, 25)
+    assert torch.equal(z, vb.latents[idx]) and torch.equal(labels, vb.labels[idx])
+    half = experiment.Sampler("half", rho=1.0, classes=(3,), magnet_fraction=0.5, seed=1)
+    drawn = half.drawn_log_weights(vb)
+    torch.testing.assert_close(drawn.exp().sum(), torch.tensor(1.0, dtype=torch.float64))
+    assert bool((drawn[vb.labels != 3] == -math.inf).all())
+    assert set(vb.labels[half.indices(vb, 12)].tolist()) == {3}
+
+
+def test_equal_mixture_law_is_per_class_and_each_class_has_mass_one_over_k():
+    vb = _class_bank()
+    s = experiment.Sampler("eq", rho=1.0, class_balance="equal", magnet_fraction=0.5)
+    drawn = s.drawn_log_weights(vb).exp()
+    for c, n_c in ((0, 30), (3, 20), (7, 10)):
+        sel = vb.labels == c
+        w_c = sampling.log_weights(vb.log_sv[sel], 1.0).exp()  # within-class law
+        torch.testing.assert_close(drawn[sel], (0.5 * w_c + 0.5 / n_c) / 3)
+    assert torch.bincount(vb.labels[s.indices(vb, 12)], minlength=8)[[0, 3, 7]].tolist() == [4, 4, 4]
+
+
+def test_pooled_sampler_is_unchanged_and_class_options_round_trip():
+    vb = _class_bank()
+    plain = experiment.Sampler("magnet", rho=1.0, seed=3)
+    assert torch.equal(plain.indices(vb, 10), sampling.resample(
+        sampling.log_weights(vb.log_sv, 1.0), 10, rng=torch.Generator().manual_seed(3)))
+    assert set(plain.as_dict()) == {"name", "rho", "top_k", "exact_uniform", "psi", "replace",
+                                    "magnet_fraction", "fresh_latents", "seed"}
+    s = experiment.Sampler("m", class_balance="mass", classes=(7, 0), class_mass=(1, 3))
+    assert s.as_dict()["classes"] == [7, 0] and experiment.Sampler(**s.as_dict()) == s
+    fresh = experiment.Sampler("fresh", fresh_latents=True, class_balance="equal", seed=4)
+    z, labels = fresh.inputs(vb, 7)
+    assert torch.equal(z, torch.randn(7, 2, generator=torch.Generator().manual_seed(4)))
+    assert labels.tolist() == [0, 0, 0, 3, 3, 7, 7]
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(class_balance="per-class"), "class_balance"), (dict(classes=(1, 1)), "distinct"),
+    (dict(classes=()), "classes"), (dict(classes=(-1,)), "classes"),
+    (dict(class_mass=(1.0,)), "class_balance='mass' only"),
+    (dict(class_balance="mass", class_mass=(1.0, -1.0)), "non-negative"),
+    (dict(class_balance="mass", classes=(0, 1), class_mass=(1.0,)), "one mass per"),
+    (dict(class_balance="mass", magnet_fraction=0.5), "magnet_fraction"),
+])
+def test_sampler_rejects_inconsistent_class_options(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        experiment.Sampler("bad", **kwargs)
+
+
+def test_class_options_need_a_labelled_bank_with_those_classes():
+    vb = _class_bank()
+    unlabelled = type(vb)(vb.log_sv, vb.latents, meta=vb.meta)  # an unconditional bank
+    with pytest.raises(ValueError, match="no labels"):
+        experiment.Sampler("eq", class_balance="equal").indices(unlabelled, 3)
+    with pytest.raises(ValueError, match="no labels"):
+        experiment.Sampler("fresh", fresh_latents=True, classes=(1,)).inputs(unlabelled, 3)
+    with pytest.raises(ValueError, match=r"classes \[5\] have no candidate"):
+        experiment.Sampler("eq", classes=(3, 5)).indices(vb, 3)
+    with pytest.raises(ValueError, match="one mass per class"):
+        experiment.Sampler("m", class_balance="mass", class_mass=(1, 1)).indices(vb, 3)
+
+
+class TinyCondGen(nn.Module):
+    """z [B, 3], c [B, 4] one-hot -> [B, 1, 2, 2]: the class adds its own offset image."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.z_dim, self.c_dim = 3, 4
+        self.lin = nn.Linear(3, 4, bias=False, dtype=torch.float64)
+        self.offsets = nn.Linear(4, 4, bias=False, dtype=torch.float64)
+
+    def forward(self, z, c):
+        return (0.1 * self.lin(z) + self.offsets(c)).view(-1, 1, 2, 2)
+
+
+def test_generate_passes_each_latents_class_to_a_conditional_generator():
+    G = TinyCondGen()
+    z = torch.randn(5, 3, dtype=torch.float64)
+    labels = torch.tensor([0, 3, 1, 3, 2])
+    want = G(z, torch.nn.functional.one_hot(labels, 4).double()).clamp(-1, 1).float()
+    torch.testing.assert_close(models.generate(G, z, labels=labels, batch_size=2), want)
+    psi = models.generate(G, z, labels=labels, psi=0.5)  # a plain z-space G: ψ·z
+    torch.testing.assert_close(psi, G(0.5 * z, torch.nn.functional.one_hot(labels, 4).double())
+                               .clamp(-1, 1).float())
+    with pytest.raises(ValueError, match="class-conditional"):
+        models.generate(G, z)
+    with pytest.raises(ValueError, match=r"in \[0, 4\)"):
+        models.generate(G, z, labels=torch.tensor([0, 1, 2, 3, 4]))
+    with pytest.raises(ValueError, match="rows of z"):
+        models.generate(G, z, labels=labels[:3])
+    with pytest.raises(ValueError, match="unconditional"):
+        models.generate(TinyGen(), z, labels=labels)
+    vb = _class_bank(sizes=(5, 5), classes=(1, 3))
+    vb.latents = torch.randn(10, 3)
+    s = experiment.Sampler("eq", class_balance="equal", seed=1)
+    z, labels = s.inputs(vb, 4)
+    torch.testing.assert_close(s.images(G, vb, 4), models.generate(G, z, labels=labels))
 
 
 def test_kl_to_uniform_and_ratio_closed_forms():

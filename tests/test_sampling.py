@@ -416,6 +416,46 @@ def test_per_class_log_weights_errors():
         per_class_log_weights(ok, labels, torch.tensor([1.0, -1.0]))
 
 
+def test_equal_class_counts_split_n_and_give_the_remainder_to_the_first_sorted_classes():
+    assert sampling.equal_class_counts(12, [7, 0, 3]) == {0: 4, 3: 4, 7: 4}
+    assert sampling.equal_class_counts(8, [7, 0, 3]) == {0: 3, 3: 3, 7: 2}  # 8 = 3·2 + 2
+    assert list(sampling.equal_class_counts(8, [7, 0, 3])) == [0, 3, 7]  # sorted order
+    assert sampling.equal_class_counts(2, [5, 1, 9]) == {1: 1, 5: 1, 9: 0}
+    for bad in ([], [1, 1], [-1]):
+        with pytest.raises(ValueError):
+            sampling.equal_class_counts(4, bad)
+
+
+def test_per_class_indices_draw_the_counts_of_each_class_grouped_in_sorted_order():
+    labels = torch.tensor([2, 0, 2, 0, 1, 1, 2, 0])
+    log_w = torch.tensor([0.0, 1.0, -INF, 3.0, 0.5, 4.0, 1.0, 2.0], dtype=torch.float64)
+    counts = {0: 3, 1: 2, 2: 2}
+    idx = sampling.per_class_indices(log_w, labels, counts, rng=torch.Generator().manual_seed(1))
+    assert labels[idx].tolist() == [0, 0, 0, 1, 1, 2, 2]
+    assert idx.unique().numel() == 7 and 2 not in idx.tolist()  # distinct; zero weight never
+    with pytest.raises(ValueError, match="class 2: cannot draw 3"):
+        sampling.per_class_indices(log_w, labels, {2: 3})  # class 2 has 2 positive weights
+    with pytest.raises(ValueError, match="class 5 has no candidate"):
+        sampling.per_class_indices(log_w, labels, {5: 1})
+    with pytest.raises(ValueError, match="labels"):
+        sampling.per_class_indices(log_w, labels[:3], counts)
+
+
+def test_per_class_draw_frequencies_match_the_within_class_normalised_weights():
+    """Chi-square against the closed form: class c's draws follow w_i / Σ_{j in c} w_j."""
+    labels = torch.tensor([0, 0, 0, 1, 1, 1, 1])
+    w = np.array([1.0, 2.0, 5.0, 0.5, 0.5, 3.0, 6.0])
+    log_w = torch.tensor(np.log(w))
+    reps = 20_000
+    idx = sampling.per_class_indices(log_w, labels, {0: reps, 1: reps}, replace=True,
+                                     rng=torch.Generator().manual_seed(3))
+    counts = np.bincount(idx.numpy(), minlength=7)
+    for members in ([0, 1, 2], [3, 4, 5, 6]):
+        p = w[members] / w[members].sum()
+        assert counts[members].sum() == reps
+        assert scipy.stats.chisquare(counts[members], p * reps).pvalue > 1e-3
+
+
 def test_module_documents_truncation_is_not_a_sampling_concern():
     assert "Truncation" in sampling.__doc__ and "log_prior" in log_weights.__doc__
 

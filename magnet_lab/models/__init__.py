@@ -9,6 +9,7 @@ architecture, configuration and weights), which bank identities and caches key o
 from __future__ import annotations
 
 import contextlib
+import inspect
 import hashlib
 import json
 from collections.abc import Callable, Iterator
@@ -19,7 +20,8 @@ from torch import nn
 
 from ..validation import check_int, check_real
 
-__all__ = ["batched", "eval_mode", "fingerprint", "generate", "module_device_dtype", "truncate"]
+__all__ = ["batched", "class_vectors", "eval_mode", "fingerprint", "generate", "module_device_dtype",
+           "truncate"]
 
 
 @contextlib.contextmanager
@@ -86,35 +88,138 @@ def truncate(G: Any, z: torch.Tensor, psi: float) -> torch.Tensor:
     A generator with its own ``truncate(z, psi)`` (StyleGAN: in w-space, towards w_avg) is
     asked to do it; for a plain z-space generator with a N(0, I) prior the analogue is ``ψ·z``
     (interpolating towards the prior's mean, 0). ψ = 1 returns ``z`` unchanged; ψ > 1 is allowed
-    ("anti-truncation"). Raises ValueError unless ψ is a finite positive number.
+    ("anti-truncation"). A generator whose truncation is a run option (BigGAN-deep's
+    ``truncation``: batch-norm statistics and a truncated-normal law for z, never ψ·z) or whose
+    latent law is not the Gaussian has no ψ: ψ ≠ 1 raises ValueError saying what to use
+    instead. Raises ValueError unless ψ is a finite positive number.
     """
     _check_psi(psi)
     if psi == 1.0:
         return z
     if callable(getattr(G, "truncate", None)):
         return G.truncate(z, psi)
+    options = G.options() if callable(getattr(G, "options", None)) else {}
+    if "truncation" in options:
+        raise ValueError(f"{type(G).__name__} has no truncation psi (got psi={psi:g}): its "
+                         "truncation is a run option, load_generator(..., truncation=t) or "
+                         "G.with_options(truncation=t), with candidates drawn from its law "
+                         "(t · truncnorm(-2, 2)); build the bank at that truncation")
+    law = getattr(getattr(G, "latent_spec", None), "law", None)
+    if law is not None and getattr(law, "name", "gaussian") != "gaussian":
+        raise ValueError(f"psi={psi:g} scales z towards the mean of a N(0, I) prior; this "
+                         f"generator's latent law is {law!r}: truncate through its law instead")
     return z * psi
 
 
-def generate(G: nn.Module, z: torch.Tensor, *, psi: float = 1.0, batch_size: int = 500,
+def _accepts_psi(G: Any) -> bool:
+    """Whether ``G(z, c, psi=...)`` exists (StyleGAN2/3: truncation in w-space with labels)."""
+    try:
+        return "psi" in inspect.signature(G.forward if isinstance(G, nn.Module) else G).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def class_vectors(G: Any, labels: torch.Tensor) -> torch.Tensor:
+    """One-hot class vectors ``[N, n_classes]`` of integer ``labels`` ``[N]`` for the
+    conditional generator ``G``: ``G.one_hot(labels)`` when G has it (BigGAN-deep), else a
+    one-hot of ``latent.spec_of(G).n_classes`` in G's dtype. Raises ValueError for an
+    unconditional G, labels that are not integers of shape [N] or outside [0, n_classes)."""
+    n_classes = _checked_labels(G, labels)
+    if callable(getattr(G, "one_hot", None)):
+        return G.one_hot(labels)
+    device, dtype = module_device_dtype(G)
+    return torch.nn.functional.one_hot(labels.long(), n_classes).to(device, dtype)
+
+
+def generate(G: nn.Module, z: torch.Tensor, *, psi: float = 1.0,
+             labels: torch.Tensor | None = None, batch_size: int = 500,
              size: int | None = None) -> torch.Tensor:
     """Images ``[N, C, H, W]`` (float32, CPU, in [-1, 1]) of latents ``z`` ``[N, d]`` under
-    truncation ``psi``: ``batched`` inference on ``G``'s device and dtype, in eval mode. Outputs
-    are clamped to [-1, 1], as images are (StyleGAN2's raw synthesis output overshoots; the
-    official code clamps when it writes images; spectra differentiate the raw G). With ``size``,
-    each batch is resized to ``[size, size]`` (antialiased) on the device, so N 1024² images
-    never sit in memory at full size."""
+    truncation ``psi``: ``batched`` inference on ``G``'s device and dtype, in eval mode. A
+    conditional generator (``latent.spec_of(G).n_classes`` set: BigGAN-deep, a StyleGAN2/3 with
+    c_dim > 0, a wrapped conditional callable) takes the class ``labels`` (int64 ``[N]``) of
+    each latent, passed as ``G(z, class_vectors(G, labels))`` (with ψ: ``G(z, c, psi=ψ)`` for a
+    StyleGAN, ``G(ψ·z, c)`` for a plain Gaussian-z generator). ψ is not BigGAN-deep's
+    truncation (a run option, ``load_generator(..., truncation=t)``): ψ ≠ 1 there raises
+    (``truncate``). Outputs are clamped to [-1, 1], as images are (StyleGAN2's raw synthesis
+    output overshoots; the official code clamps when it writes images; spectra differentiate
+    the raw G). With ``size``, each batch is resized to ``[size, size]`` (antialiased) on the
+    device, so N 1024² images never sit in memory at full size. Raises ValueError for a
+    conditional G without labels, labels for an unconditional G, labels that do not match z
+    (shape, range), and as ``truncate`` does."""
     _check_psi(psi)  # before any work
     check_int("size", size, low=1, optional=True)
 
-    def make(zb: torch.Tensor) -> torch.Tensor:
-        x = G(truncate(G, zb, psi)).clamp(-1, 1)  # [b, C, H, W]
+    def resized(x: torch.Tensor) -> torch.Tensor:
         if size is None:
             return x
         from torchvision.transforms.v2.functional import resize
         return resize(x, [size, size], antialias=True).clamp(-1, 1)
 
-    return batched(make, z, batch_size=batch_size, model=G).float()
+    n_classes = _n_classes(G)
+    if n_classes is None:
+        if labels is not None:
+            raise ValueError(f"{type(G).__name__} is unconditional: it takes no labels")
+
+        def make(zb: torch.Tensor) -> torch.Tensor:
+            return resized(G(truncate(G, zb, psi)).clamp(-1, 1))  # [b, C, H, W]
+
+        return batched(make, z, batch_size=batch_size, model=G).float()
+    if labels is None:
+        raise ValueError(f"{type(G).__name__} is class-conditional ({n_classes} classes): pass "
+                         "labels=[N] class ids (e.g. a bank's labels at the drawn indices)")
+    if not isinstance(z, torch.Tensor) or z.ndim != 2 or not isinstance(labels, torch.Tensor) \
+            or labels.shape != z.shape[:1]:
+        raise ValueError(f"labels must have shape [N] with N the rows of z; got z "
+                         f"{tuple(getattr(z, 'shape', ()))}, labels "
+                         f"{tuple(getattr(labels, 'shape', ()))}")
+    _checked_labels(G, labels)  # before any work
+    if psi != 1 and not _accepts_psi(G):
+        truncate(G, z[:1], psi)  # raises for a generator without ψ
+    device, dtype = module_device_dtype(G)
+    z_cpu, labels_cpu = z.detach().cpu(), labels.detach().cpu()
+
+    def make_c(ib: torch.Tensor) -> torch.Tensor:
+        ib = ib.cpu()
+        zb = z_cpu[ib].to(device, dtype)  # [b, d]
+        cb = class_vectors(G, labels_cpu[ib]).to(device, dtype)  # [b, n_classes]
+        if psi == 1:
+            x = G(zb, cb)
+        elif _accepts_psi(G):
+            x = G(zb, cb, psi=psi)
+        else:
+            x = G(truncate(G, zb, psi), cb)
+        return resized(x.clamp(-1, 1))  # [b, C, H, W]
+
+    return batched(make_c, torch.arange(z.shape[0]), batch_size=batch_size, model=G).float()
+
+
+def _checked_labels(G: Any, labels: Any) -> int:
+    """G's number of classes after checking ``labels`` (integers ``[N]`` in range)."""
+    from .. import latent
+
+    n_classes = latent.spec_of(G).n_classes
+    if n_classes is None:
+        raise ValueError(f"{type(G).__name__} is unconditional (no classes): pass no labels")
+    if not isinstance(labels, torch.Tensor) or labels.is_floating_point() \
+            or labels.dtype == torch.bool or labels.ndim != 1:
+        raise ValueError(f"labels must be an integer tensor [N], got "
+                         f"{getattr(labels, 'dtype', type(labels).__name__)} "
+                         f"{tuple(getattr(labels, 'shape', ()))}")
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= n_classes):
+        raise ValueError(f"labels must be class ids in [0, {n_classes}), got min "
+                         f"{int(labels.min())}, max {int(labels.max())}")
+    return n_classes
+
+
+def _n_classes(G: Any) -> int | None:
+    """The classes a generator is conditioned on (``latent_spec.n_classes``, else a positive
+    ``c_dim``), None for an unconditional one."""
+    spec = getattr(G, "latent_spec", None)
+    if spec is not None:
+        return spec.n_classes
+    c_dim = getattr(G, "c_dim", 0)
+    return c_dim if isinstance(c_dim, int) and not isinstance(c_dim, bool) and c_dim > 0 else None
 
 
 def _config(model: nn.Module) -> Any:
