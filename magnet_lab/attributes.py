@@ -120,8 +120,8 @@ def kind_of(G: torch.nn.Module, kind: str = "auto") -> str:
     from . import latent
     from .models import generate
 
-    z = latent.spec_of(G).draw(1, seed=0).z  # [1, d]
-    return attribute_kind(kind, generate(G, z))  # one image [1, C, H, W]
+    drawn = latent.spec_of(G).draw(1, seed=0)  # z [1, d], labels [1] or None
+    return attribute_kind(kind, generate(G, drawn.z, labels=drawn.labels))  # [1, C, H, W]
 
 
 def semantic_attributes(images: torch.Tensor, kind: str,
@@ -160,15 +160,19 @@ def attribute_bias(labels: torch.Tensor, classes: list[str], **kwargs: Any) -> d
 
 def latent_attributes(G: torch.nn.Module, z: torch.Tensor, kind: str,
                       classifier: torch.nn.Module | None = None, *, psi: float = 1.0,
-                      chunk: int = 256) -> dict[str, dict[str, Any]]:
-    """``semantic_attributes`` of the images ``G`` makes from latents ``z`` ``[N, d]`` at
-    truncation ``psi``, generated ``chunk`` latents at a time and never all held at once (face
-    images are made at 512², the face models' working size, 8 per batch), so N may be a whole
-    bank at 1024². Returns ``{name: {"labels": int64 [N], "classes": [names]}}``."""
+                      labels: torch.Tensor | None = None, chunk: int = 256
+                      ) -> dict[str, dict[str, Any]]:
+    """``semantic_attributes`` of the images ``G`` makes from latents ``z`` ``[N, d]`` (with
+    their class ``labels`` ``[N]`` for a conditional G, ``models.generate``) at truncation
+    ``psi``, generated ``chunk`` latents at a time and never all held at once (face images are
+    made at 512², the face models' working size, 8 per batch), so N may be a whole bank at
+    1024². Returns ``{name: {"labels": int64 [N], "classes": [names]}}``."""
     from .models import generate
 
     size, batch = (512, 8) if kind == "face" else (None, 500)
-    parts = [semantic_attributes(generate(G, zc, psi=psi, size=size, batch_size=batch), kind,
-                                 classifier) for zc in z.split(chunk)]
+    given = [None] * len(z.split(chunk)) if labels is None else labels.split(chunk)
+    parts = [semantic_attributes(generate(G, zc, psi=psi, labels=yc, size=size,
+                                          batch_size=batch), kind, classifier)
+             for zc, yc in zip(z.split(chunk), given)]
     return {name: {"labels": torch.cat([p[name]["labels"] for p in parts]),
                    "classes": parts[0][name]["classes"]} for name in parts[0]}

@@ -198,6 +198,12 @@ class Sampler:
                              f"{shown}")
         return list(self.classes)
 
+    def candidates(self, vb: bank.VolumeBank) -> torch.Tensor:
+        """Indices ``[M]`` (int64, ascending) of the bank's candidates this sampler draws from:
+        those of ``classes``, else all N. Raises ValueError as ``draw_classes`` does."""
+        kept, _ = self._kept(vb)
+        return torch.arange(len(vb)) if kept is None else kept
+
     def _kept(self, vb: bank.VolumeBank) -> tuple[torch.Tensor | None, list[int] | None]:
         """(indices ``[M]`` of the candidates of the draw's classes, or None for all of them;
         the draw's classes, or None when no class option is set)."""
@@ -515,8 +521,7 @@ def mixture_evaluations(G: torch.nn.Module, vb: bank.VolumeBank, real_feats: tor
         for f in fractions:
             s = Sampler(f"{100 * f:g}% MaGNET, psi={psi:g}", rho=1.0, top_k=top_k, psi=psi,
                         replace=replace, magnet_fraction=f, seed=seed)
-            images = models.generate(G, s.latents(vb, n), psi=psi, size=size,
-                                     batch_size=batch_size)  # [n, C, S, S]
+            images = s.images(G, vb, n, size=size, batch_size=batch_size)  # [n, C, S, S]
             ev = evaluate(images, real_feats, classifier, n_boot=n_boot, seed=seed,
                           n_classes=n_classes)
             cell = {m: _interval(v) for m, v in ev["metrics"].items()}

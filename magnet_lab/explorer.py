@@ -1,7 +1,7 @@
 """What the ρ/ψ explorer computes, without a front end: draws, their health, their attributes.
 
-One state of the explorer (ρ, ψ, top_k, "% MaGNET", with or without replacement, seed) is an
-``experiment.Sampler``; ``draw`` turns it into bank indices (``Sampler.indices``, the one draw
+One state of the explorer (ρ, ψ, top_k, "% MaGNET", with or without replacement, seed, and on
+a conditional generator's bank the classes and their balance) is an ``experiment.Sampler``; ``draw`` turns it into bank indices (``Sampler.indices``, the one draw
 path) with the weights' health (ESS / N of the law actually drawn from, distinct latents, a
 flag), ``attribute_histogram`` says what a larger draw of the same state is (predicted class,
 or face attributes) against plain sampling, and ``pr_frontier`` / ``pr_point`` place it on
@@ -38,11 +38,15 @@ def hist_size(kind: str) -> int:
 
 
 def stem(sampler: experiment.Sampler) -> str:
-    """A file stem naming an explorer state, seed last (``rho-1_psi1_k10_f100_norep_seed0000``)."""
+    """A file stem naming an explorer state, seed last (``rho-1_psi1_k10_f100_norep_seed0000``;
+    with class options also ``_c3-7`` for the classes and ``_equal``/``_mass``, before the
+    seed)."""
     k = "all" if sampler.top_k is None else str(sampler.top_k)
     rep = "rep" if sampler.replace else "norep"
+    classes = "" if sampler.classes is None else "_c" + "-".join(map(str, sampler.classes))
+    balance = "" if sampler.class_balance is None else f"_{sampler.class_balance}"
     return _safe(f"rho{sampler.rho:g}_psi{sampler.psi:g}_k{k}_f{100 * sampler.magnet_fraction:g}"
-                 f"_{rep}_seed{sampler.seed:04d}")
+                 f"_{rep}{classes}{balance}_seed{sampler.seed:04d}")
 
 
 def figure_name(generator_id: str, sampler: experiment.Sampler) -> str:
@@ -60,13 +64,17 @@ def _safe(text: str) -> str:
 @dataclass(frozen=True)
 class Draw:
     """``indices`` ``[n]`` into the bank drawn for one explorer state, with the health of its law:
-    ``ess`` and ``ess_fraction`` (ESS / N), ``n_distinct`` latents and ``health`` (``HEALTH``)."""
+    ``ess`` and ``ess_fraction`` (ESS / M, M the candidates of the draw's classes: all N on an
+    unconditional bank), ``n_distinct`` latents and ``health`` (``HEALTH``); ``labels`` ``[n]``
+    are the drawn candidates' classes on a conditional generator's bank (None otherwise), what
+    its images must be generated with."""
 
     indices: torch.Tensor
     ess: float
     ess_fraction: float
     n_distinct: int
     health: str
+    labels: torch.Tensor | None = None
 
     def readout(self) -> str:
         """One line for a reader: ESS/N, ESS, distinct latents, and the flag when not ok."""
@@ -93,34 +101,47 @@ def health(ess: float, n_candidates: int, n_drawn: int) -> str:
 def draw(vb: bank.VolumeBank, sampler: experiment.Sampler, n: int) -> Draw:
     """Draw ``n`` bank indices for ``sampler`` (``Sampler.indices``, seeded: the same state gives
     the same indices) and measure the law's health (ESS of ``Sampler.drawn_log_weights``,
-    distinct indices, ``health``). The ``LowESSWarning`` is not raised: the flag carries it.
-    Without replacement ``n`` is capped at the number of candidates. Raises ValueError as
-    ``Sampler.indices`` does (e.g. ``n`` above the positive-weight candidates without
-    replacement)."""
+    distinct indices, ``health``; the drawn candidates' ``labels`` on a conditional bank). The
+    ``LowESSWarning`` is not raised: the flag carries it. Without replacement ``n`` is capped at
+    the number of candidates the sampler draws from (``Sampler.candidates``). Raises ValueError
+    as ``Sampler.indices`` does (e.g. ``n`` above the positive-weight candidates without
+    replacement, class options on a bank without labels)."""
+    m = sampler.candidates(vb).numel() if sampler.per_class else len(vb)
     if not sampler.replace:
-        n = min(n, len(vb))
+        n = min(n, m)
     ess = sampling.ess(sampler.drawn_log_weights(vb))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", sampling.LowESSWarning)
         idx = sampler.indices(vb, n)  # [n]
-    return Draw(indices=idx, ess=ess, ess_fraction=ess / len(vb),
-                n_distinct=int(idx.unique().numel()), health=health(ess, len(vb), n))
+    return Draw(indices=idx, ess=ess, ess_fraction=ess / m,
+                n_distinct=int(idx.unique().numel()), health=health(ess, m, n),
+                labels=None if vb.labels is None else vb.labels[idx])
 
 
 def draws_by_rho(vb: bank.VolumeBank, rhos: list[float], n: int, *, top_k: int | None = None,
-                 seed: int = 0) -> dict[float, Draw]:
-    """``draw(vb, Sampler("explorer", rho=ρ, top_k=top_k, seed=seed), n)`` for each ρ in
-    ``rhos``: the explorer's readout at each polarity. Raises ValueError as ``draw`` does."""
-    return {float(r): draw(vb, experiment.Sampler("explorer", rho=float(r), top_k=top_k,
-                                                  seed=seed), n) for r in rhos}
+                 seed: int = 0, classes: tuple[int, ...] | None = None,
+                 class_balance: str | None = None) -> dict[float, Draw]:
+    """``draw(vb, Sampler("explorer", rho=ρ, top_k=top_k, seed=seed, classes=classes,
+    class_balance=class_balance), n)`` for each ρ in ``rhos``: the explorer's readout at each
+    polarity (per class on a conditional bank when asked). Raises ValueError as ``draw``
+    does."""
+    return {float(r): draw(vb, experiment.Sampler(
+        "explorer", rho=float(r), top_k=top_k, seed=seed, classes=classes,
+        class_balance=class_balance), n) for r in rhos}
 
 
 def health_table(draws: dict[float, Draw]) -> dict[str, dict[str, Any]]:
     """``draws_by_rho``'s draws as a results entry: ``{"ρ": {"ess_fraction", "ess",
-    "n_distinct", "health", "indices"}}`` keyed by ``f"{ρ:g}"``."""
-    return {f"{r:g}": {"ess_fraction": d.ess_fraction, "ess": d.ess, "n_distinct": d.n_distinct,
-                       "health": d.health, "indices": d.indices.tolist()}
-            for r, d in draws.items()}
+    "n_distinct", "health", "indices"}}`` keyed by ``f"{ρ:g}"``, plus ``"labels"`` (the drawn
+    classes) for a conditional bank's draws."""
+    table = {}
+    for r, d in draws.items():
+        row = {"ess_fraction": d.ess_fraction, "ess": d.ess, "n_distinct": d.n_distinct,
+               "health": d.health, "indices": d.indices.tolist()}
+        if d.labels is not None:
+            row["labels"] = d.labels.tolist()
+        table[f"{r:g}"] = row
+    return table
 
 
 def readout_table(draws: dict[float, Draw]) -> dict[float, str]:
@@ -138,15 +159,16 @@ def histogram_table(hist: dict[str, Any], rho: float) -> dict[str, Any]:
 
 
 def attribute_frequencies(G: torch.nn.Module, z: torch.Tensor, psi: float, *,
-                          kind: str = "auto", classifier: torch.nn.Module | None = None
-                          ) -> dict[str, Any]:
-    """The images of latents ``z`` ``[n, d]`` at truncation ``psi`` and their attribute
+                          kind: str = "auto", classifier: torch.nn.Module | None = None,
+                          labels: torch.Tensor | None = None) -> dict[str, Any]:
+    """The images of latents ``z`` ``[n, d]`` (with their classes ``labels`` ``[n]`` for a
+    conditional generator, ``models.generate``) at truncation ``psi`` and their attribute
     frequencies: ``{"kind", "images": [n, C, H, W], "attributes": {name: {"classes": [C names],
     "freq": float64 [C], "n_missing": int}}}``, labelled by ``attributes.semantic_attributes``
     (``kind`` "auto": class for one-channel images, face attributes for RGB); frequencies are
     over the images where the attribute is known (zeros when none is). Raises ValueError as
     ``semantic_attributes`` does (e.g. kind "class" without a classifier)."""
-    images = generate(G, z, psi=psi)  # [n, C, H, W]
+    images = generate(G, z, psi=psi, labels=labels)  # [n, C, H, W]
     kind = attributes.attribute_kind(kind, images)
     out = {}
     for name, a in attributes.semantic_attributes(images, kind, classifier).items():
@@ -159,19 +181,23 @@ def attribute_frequencies(G: torch.nn.Module, z: torch.Tensor, psi: float, *,
 def attribute_histogram(G: torch.nn.Module, vb: bank.VolumeBank, sampler: experiment.Sampler,
                         n: int, *, kind: str = "auto", classifier: torch.nn.Module | None = None,
                         plain: dict[str, Any] | None = None) -> dict[str, Any]:
-    """What a draw of ``n`` latents for ``sampler`` is, against plain sampling (ρ = 0, the same ψ
-    and seed, ``n`` from the same bank): ``{"draw": Draw, "sample": attribute_frequencies(...)
-    of the draw, "plain": the same for plain sampling}``. ``plain`` reuses an earlier result's
-    "plain" (valid while ψ, seed, n and the bank are unchanged) instead of recomputing it.
-    Raises ValueError as ``draw`` and ``attribute_frequencies`` do."""
+    """What a draw of ``n`` latents for ``sampler`` is, against plain sampling (ρ = 0, the same ψ,
+    seed and class options, ``n`` from the same bank): ``{"draw": Draw, "sample":
+    attribute_frequencies(...) of the draw, "plain": the same for plain sampling}``; a
+    conditional generator's images are made with the drawn candidates' classes. ``plain``
+    reuses an earlier result's "plain" (valid while ψ, seed, class options, n and the bank are
+    unchanged) instead of recomputing it. Raises ValueError as ``draw`` and
+    ``attribute_frequencies`` do."""
     d = draw(vb, sampler, n)
     sample = attribute_frequencies(G, vb.latents[d.indices], sampler.psi, kind=kind,
-                                   classifier=classifier)
+                                   classifier=classifier, labels=d.labels)
     if plain is None:
-        p = draw(vb, experiment.Sampler("plain", psi=sampler.psi, seed=sampler.seed),
-                 d.indices.numel())
+        p = draw(vb, experiment.Sampler("plain", psi=sampler.psi, seed=sampler.seed,
+                                        classes=sampler.classes,
+                                        class_balance=sampler.class_balance,
+                                        class_mass=sampler.class_mass), d.indices.numel())
         plain = attribute_frequencies(G, vb.latents[p.indices], sampler.psi, kind=kind,
-                                      classifier=classifier)
+                                      classifier=classifier, labels=p.labels)
     return {"draw": d, "sample": sample, "plain": plain}
 
 

@@ -117,14 +117,17 @@ def volume_realism(log_volume: torch.Tensor, realism: torch.Tensor, labels: torc
 def candidate_realism(G: torch.nn.Module, z: torch.Tensor, extractor: Any,
                       real_feats: torch.Tensor, *, psi: float = 1.0, k: int = 3,
                       classifier: torch.nn.Module | None = None, size: int | None = None,
-                      batch_size: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
-    """Realism ``[N]`` of the images of latents ``z`` ``[N, d]`` generated at truncation ``psi``
-    (``models.generate``, resized to ``size``² when given, e.g. a real set's size) in
+                      batch_size: int = 500, class_labels: torch.Tensor | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Realism ``[N]`` of the images of latents ``z`` ``[N, d]`` (with the classes
+    ``class_labels`` ``[N]`` they are generated with, for a conditional G) generated at
+    truncation ``psi`` (``models.generate``, resized to ``size``² when given, e.g. a real set's size) in
     ``extractor``'s feature space against ``real_feats`` ``[R, F]`` (``realism_scores`` with
     ``k``), and their class ``[N]`` as ``classifier`` predicts it (all 0 without one)."""
     from . import attributes, models
 
-    images = models.generate(G, z, psi=psi, batch_size=batch_size, size=size)  # [N, C, H, W]
+    images = models.generate(G, z, psi=psi, labels=class_labels, batch_size=batch_size,
+                             size=size)  # [N, C, H, W]
     feats = features.extract_features(extractor, images)  # [N, F]
     labels = (attributes.predict_classes(classifier, images, batch_size) if classifier is not None
               else torch.zeros(len(z), dtype=torch.int64))
@@ -135,9 +138,11 @@ def bank_realism(G: torch.nn.Module, latents: torch.Tensor, log_volume: torch.Te
                  extractor: Any, real_feats: torch.Tensor, *,
                  psis: tuple[float, ...] | list[float] = (1.0, 0.7), k: int = 3,
                  classifier: torch.nn.Module | None = None, class_names: list[str] | None = None,
-                 size: int | None = None, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+                 size: int | None = None, n_boot: int = 1000, seed: int = 0,
+                 class_labels: torch.Tensor | None = None) -> dict[str, Any]:
     """Realism against log-volume for a bank's candidates: for each truncation ψ in ``psis``, the
-    images of ``latents`` ``[N, d]`` at ψ are scored (``candidate_realism``) and related to the
+    images of ``latents`` ``[N, d]`` (generated with classes ``class_labels`` ``[N]`` for a
+    conditional G) at ψ are scored (``candidate_realism``) and related to the
     candidates' ``log_volume`` ``[N]`` (of G at ψ = 1, as the bank holds it) by
     ``volume_realism``, in ``extractor``'s feature space, classes as ``classifier`` predicts
     them at that ψ (one class without it); the mean log-realism gets a bootstrap CI. Returns ``{"psi": {str(ψ): {"summary": volume_realism(...),
@@ -146,7 +151,8 @@ def bank_realism(G: torch.nn.Module, latents: torch.Tensor, log_volume: torch.Te
     out: dict[str, Any] = {"psi": {}, "arrays": {}}
     for psi in psis:
         rs, labels = candidate_realism(G, latents, extractor, real_feats, psi=psi, k=k,
-                                       classifier=classifier, size=size)
+                                       classifier=classifier, size=size,
+                                       class_labels=class_labels)
         mean = bootstrap.mean_ci(rs.log(), n_boot=n_boot, seed=seed)
         out["psi"][f"{psi:g}"] = {
             "summary": volume_realism(log_volume, rs, labels, class_names=class_names,

@@ -1,7 +1,8 @@
 """Interactive exploration in JupyterLab: the ρ/ψ explorer over a volume bank.
 
 The explorer wires ``magnet_lab.explorer``'s computations to ``ipywidgets``: sliders for ρ, ψ,
-top-k and "% MaGNET", a replacement toggle, a seed, a save button; beside the grid, the weights'
+top-k and "% MaGNET", a replacement toggle, a seed, a save button (and, on a conditional
+generator's bank, a class selector and the class balance); beside the grid, the weights'
 health (ESS/N, distinct latents, flagged when low), the attribute histogram of a larger draw
 against plain sampling, and the draw on notebook 03's precision–recall plane when its numbers
 are at hand. Images are PNG ``ipywidgets.Image`` values, so a browser test can watch them.
@@ -64,6 +65,9 @@ def grid_figure(images: torch.Tensor, knobs: experiment.Sampler, d: explorer.Dra
              f"{100 * knobs.magnet_fraction:g}% MaGNET, {'with' if knobs.replace else 'no'} "
              f"replacement, seed {knobs.seed}\nESS/N = {d.ess_fraction:.2e}, "
              f"{d.n_distinct}/{d.indices.numel()} distinct")
+    if knobs.per_class:
+        classes = "all" if knobs.classes is None else ", ".join(map(str, knobs.classes))
+        title += f", classes {classes} ({knobs.class_balance or 'pooled'})"
     plots.show_images(fig.add_subplot(), images, nrow=nrow, title=title)
     fig.axes[0].title.set_fontsize(8)
     return fig
@@ -124,7 +128,8 @@ def polarity_explorer(G: torch.nn.Module, vb: bank.VolumeBank, *, n: int = 32,
                       classifier: torch.nn.Module | None = None, attributes: str = "auto",
                       pr_results: str | Path | None = None,
                       real_feats: torch.Tensor | None = None,
-                      generator_id: str | None = None):
+                      generator_id: str | None = None,
+                      classes: tuple[int, ...] | None = None, class_balance: str | None = None):
     """The explorer: an ``ipywidgets`` box showing ``n`` samples of ``vb``'s candidates for the
     knobs (ρ, ψ, top-k, % MaGNET, replacement, seed: an ``experiment.Sampler``) with the weights'
     health (ESS/N and distinct latents, coloured and labelled when "thin" or "low"), the
@@ -135,8 +140,12 @@ def polarity_explorer(G: torch.nn.Module, vb: bank.VolumeBank, *, n: int = 32,
     ``real_feats`` ``[N, F]`` in ``classifier``'s feature space; a note when either is missing).
     The save button writes the grid by ``plots.save_figure`` (PNG, PDF, JSON sidecar with the
     generator, the bank's path and identity, every knob and the drawn indices) to
-    ``paths.figures_dir()``. ``generator_id`` names the generator (default: the bank's). Every
-    element has a CSS class ``magnet-*`` for browser tests. Returns the widget."""
+    ``paths.figures_dir()``. ``generator_id`` names the generator (default: the bank's). On a
+    conditional generator's bank (with labels) a class selector (``magnet-class``: "all" or one
+    class, offered among ``classes``, default every class the bank holds) and a balance
+    selector (``magnet-balance``: pooled, equal, mass; starting at ``class_balance``) join the
+    knobs, and images are generated with the drawn candidates' classes. Every element has a
+    CSS class ``magnet-*`` for browser tests. Returns the widget."""
     import ipywidgets as w
 
     all_k = sampling.all_top_k(vb.log_sv) or vb.rank
@@ -171,11 +180,27 @@ def polarity_explorer(G: torch.nn.Module, vb: bank.VolumeBank, *, n: int = 32,
     pr = tagged(w.Image(format="png"), "pr")
     notes = tagged(w.HTML(), "notes")
     state: dict[str, Any] = {"plain": {}}
+    offered = None if vb.labels is None else (
+        list(classes) if classes is not None else torch.unique(vb.labels).tolist())
+    if offered is None and (classes is not None or class_balance is not None):
+        raise ValueError("classes and class_balance need a conditional generator's bank (with "
+                         "labels); this bank has none")
+    class_pick = tagged(w.Dropdown(options=[("all", None)] + [(str(c), c) for c in offered or []],
+                                   value=None, description="class"), "class")
+    balance = tagged(w.Dropdown(options=[("pooled", None), ("equal", "equal"), ("mass", "mass")],
+                                value=class_balance, description="balance"), "balance")
 
     def knobs() -> experiment.Sampler:
+        if offered is None:
+            per_class = {}
+        else:
+            chosen = (class_pick.value,) if class_pick.value is not None else (
+                None if classes is None else tuple(classes))
+            per_class = dict(classes=chosen, class_balance=balance.value)
         return experiment.Sampler("explorer", rho=float(rho.value), psi=float(psi.value),
                                   top_k=k.value, magnet_fraction=frac.value / 100,
-                                  replace=bool(replace.value), seed=int(seed_box.value))
+                                  replace=bool(replace.value), seed=int(seed_box.value),
+                                  **per_class)
 
     def redraw(*_):
         kn = knobs()
@@ -184,7 +209,7 @@ def polarity_explorer(G: torch.nn.Module, vb: bank.VolumeBank, *, n: int = 32,
         except ValueError as err:  # e.g. too few positive-weight candidates: say so, keep last grid
             ess.value = f'<b style="color:{_HEALTH_STYLE["low"]}">cannot draw: {err}</b>'
             return
-        images = generate(G, vb.latents[d.indices], psi=kn.psi)  # [n, C, H, W]
+        images = generate(G, vb.latents[d.indices], psi=kn.psi, labels=d.labels)  # [n, C, H, W]
         state.update(knobs=kn, draw=d, images=images)
         grid.value = _png(grid_figure(images, kn, d))
         flag = {"ok": "", "thin": "⚠ ", "low": "⛔ "}[d.health]
@@ -194,7 +219,7 @@ def polarity_explorer(G: torch.nn.Module, vb: bank.VolumeBank, *, n: int = 32,
                      f'{d.readout()}</span>')
         note = []
         try:
-            key = (kn.psi, kn.seed)
+            key = (kn.psi, kn.seed, kn.classes, kn.class_balance)
             h = explorer.attribute_histogram(G, vb, kn, n_hist, kind=attributes,
                                              classifier=classifier, plain=state["plain"].get(key))
             state["plain"][key] = h["plain"]
@@ -222,13 +247,18 @@ def polarity_explorer(G: torch.nn.Module, vb: bank.VolumeBank, *, n: int = 32,
                   "bank_identity": vb.meta.get("identity"), "n_candidates": len(vb), "n": n,
                   **kn.as_dict(), "ess_fraction": d.ess_fraction, "n_distinct": d.n_distinct,
                   "health": d.health, "indices": d.indices.tolist()}
+        if d.labels is not None:
+            params["labels"] = d.labels.tolist()
         written = plots.save_figure(grid_figure(state["images"], kn, d), name, params)
         status.value = "saved " + ", ".join(str(p) for p in written.values())
 
-    for control in (rho, psi, k, frac, replace, seed_box):
+    for control in (rho, psi, k, frac, replace, seed_box, class_pick, balance):
         control.observe(redraw, names="value")
     save.on_click(on_save)
     redraw()
-    controls = w.VBox([w.HBox([rho, psi, k]), w.HBox([frac, replace, seed_box, save])])
+    rows = [w.HBox([rho, psi, k]), w.HBox([frac, replace, seed_box, save])]
+    if offered is not None:
+        rows.append(w.HBox([class_pick, balance]))
+    controls = w.VBox(rows)
     side = w.VBox([hist, pr, notes])
     return tagged(w.VBox([controls, ess, w.HBox([grid, side]), status]), "explorer")

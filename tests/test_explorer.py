@@ -193,3 +193,82 @@ def test_hist_size_keeps_face_redraws_short_and_refuses_unknown_kinds():
     assert explorer.hist_size("class") == 512 and explorer.hist_size("face") == 64
     with pytest.raises(ValueError, match="unknown attribute kind"):
         explorer.hist_size("colour")
+
+
+# ----------------------------------------------------------------------------- conditional
+
+class ClassPatchGen(nn.Module):
+    """A conditional generator: z [B, 4], c [B, 2] one-hot -> 1×4×4; class 0 is dark, class 1
+    bright (the class sets the brightness, z only nudges it)."""
+
+    z_dim, c_dim = 4, 2
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 16, bias=False)
+        with torch.no_grad():
+            self.lin.weight.zero_()
+            self.lin.weight[:, 0] = 0.05
+
+    def forward(self, z, c):
+        return torch.tanh(self.lin(z) + (c[:, 1:] - c[:, :1])).view(-1, 1, 4, 4)
+
+
+def _class_bank(n: int = 300) -> bank.VolumeBank:
+    """``_bank`` with class labels 0/1 (two thirds class 0)."""
+    vb = _bank(n)
+    vb.labels = (torch.arange(n) % 3 == 0).long()  # [n]: class 1 every third candidate
+    return vb
+
+
+def test_a_conditional_banks_draws_carry_their_classes_and_per_class_health():
+    vb = _class_bank()
+    only = explorer.draw(vb, knobs(rho=1.0, classes=(1,), seed=2), 16)
+    assert set(only.labels.tolist()) == {1} and torch.equal(only.labels, vb.labels[only.indices])
+    members = vb.labels == 1
+    log_w = sampling.log_weights(vb.log_sv[members], 1.0)
+    assert only.ess == pytest.approx(sampling.ess(log_w), rel=1e-12)
+    assert only.ess_fraction == pytest.approx(sampling.ess(log_w) / int(members.sum()), rel=1e-12)
+    assert explorer.draw(vb, knobs(classes=(1,)), 500).indices.numel() == 100  # capped at M
+    equal = explorer.draws_by_rho(vb, [0.0, 1.0], 10, class_balance="equal")
+    assert all(torch.bincount(d.labels).tolist() == [5, 5] for d in equal.values())
+    table = explorer.health_table(equal)
+    assert table["1"]["labels"] == equal[1.0].labels.tolist()
+    with pytest.raises(ValueError, match="no labels"):
+        explorer.draw(_bank(), knobs(classes=(1,)), 4)
+
+
+def test_attribute_histogram_of_a_conditional_generator_uses_the_drawn_classes():
+    G, C, vb = ClassPatchGen(), BrightnessClassifier(), _class_bank()
+    h = explorer.attribute_histogram(G, vb, knobs(rho=1.0, classes=(1,)), 32, classifier=C)
+    assert h["sample"]["attributes"]["class"]["freq"].tolist() == [0.0, 1.0]  # all bright
+    assert h["plain"]["attributes"]["class"]["freq"].tolist() == [0.0, 1.0]  # same classes
+    pooled = explorer.attribute_histogram(G, vb, knobs(), 300, classifier=C)
+    assert pooled["sample"]["attributes"]["class"]["freq"][1] == pytest.approx(1 / 3)
+    assert explorer.stem(knobs(classes=(1, 0), class_balance="equal", seed=1)) == \
+        "rho0_psi1_kall_f100_norep_c1-0_equal_seed0001"
+
+
+def test_explorer_widget_on_a_conditional_bank_has_a_class_selector_that_redraws(tmp_path,
+                                                                                 monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    monkeypatch.setenv("MAGNET_LAB_FIGURES_DIR", str(tmp_path))
+    box = widgets.polarity_explorer(ClassPatchGen(), _class_bank(), n=8, n_hist=32, seed=2,
+                                    classifier=BrightnessClassifier(), generator_id="cpatch")
+    pick, balance, grid = (widgets.element(box, c) for c in ("class", "balance", "grid"))
+    assert [v for _, v in pick.options] == [None, 0, 1]
+    before = grid.value
+    pick.value = 1
+    assert grid.value != before
+    balance.value = "equal"
+    widgets.element(box, "save").click()
+    (sidecar,) = [p for p in tmp_path.iterdir() if p.suffix == ".json"]
+    side = json.loads(sidecar.read_text())["parameters"]
+    assert side["classes"] == [1] and side["class_balance"] == "equal"
+    assert side["labels"] == [1] * 8 and "_c1_equal_" in sidecar.name
+    assert widgets.element(widgets.polarity_explorer(
+        PatchGen(), _bank(), n=4, n_hist=8, classifier=BrightnessClassifier()), "class") is None
+    with pytest.raises(ValueError, match="labels"):
+        widgets.polarity_explorer(PatchGen(), _bank(), n=4, classes=(1,))

@@ -23,7 +23,9 @@ def attribute_shift(G: torch.nn.Module, vb: bank.VolumeBank, picked: dict[str, t
     (``attributes.latent_attributes``), bootstrap CIs with ``n_boot`` replicates from ``seed``."""
     shift: dict[str, dict[str, dict[str, Any]]] = {}
     for name, idx in picked.items():
-        for attr, a in attrs.latent_attributes(G, vb.latents[idx], kind, classifier).items():
+        labels = None if vb.labels is None else vb.labels[idx]
+        for attr, a in attrs.latent_attributes(G, vb.latents[idx], kind, classifier,
+                                               labels=labels).items():
             shift.setdefault(attr, {})[name] = attrs.attribute_bias(a["labels"], a["classes"],
                                                                     n_boot=n_boot, seed=seed)
     return shift
@@ -76,7 +78,8 @@ def candidate_attributes(G: torch.nn.Module, vb: bank.VolumeBank, kind: str,
                          classifier: torch.nn.Module | None) -> CandidateAttributes:
     """The attributes of every candidate of ``vb`` (``attributes.latent_attributes`` in chunks):
     each sample is one of them, so samplers index these instead of re-classifying."""
-    return CandidateAttributes(attrs.latent_attributes(G, vb.latents, kind, classifier), kind)
+    return CandidateAttributes(attrs.latent_attributes(G, vb.latents, kind, classifier,
+                                                       labels=vb.labels), kind)
 
 
 def training_split_bias(G: torch.nn.Module, kind: str) -> dict[str, Any] | None:

@@ -76,7 +76,8 @@ def estimator_agreement(G: torch.nn.Module, generator_id: str, vb: bank.VolumeBa
         "selected": select, "log_volume_exact_topk": log_vol_k["exact"],
         "selection_seed": seed + 3,
         "metrics": {n: bootstrap.bootstrap_ci(
-            real_feats, features.extract_features(classifier, generate(G, sub.latents[i])),
+            real_feats, features.extract_features(classifier, generate(
+                G, sub.latents[i], labels=None if sub.labels is None else sub.labels[i])),
             n_boot=n_boot, seed=seed, metrics=NN_METRICS) for n, i in select.items()},
         "n_subset": subset, "n_selected": n_est, "k": k, "tol": tol,
     }

@@ -15,7 +15,8 @@ def generator_record(G: torch.nn.Module, spec: str, vb: bank.VolumeBank,
     """``{"spec", "class", "z_dim", "image_shape" [C, H, W], "attributes", "fingerprint"}`` of
     generator ``G`` loaded from ``spec`` (its image shape from one image of its latent law, its
     fingerprint the one bank ``vb`` records), with attribute ``kind``."""
-    image = generate(G, latent.spec_of(G).draw(1, seed=0).z)  # [1, C, H, W]
+    drawn = latent.spec_of(G).draw(1, seed=0)  # z [1, d], labels [1] or None
+    image = generate(G, drawn.z, labels=drawn.labels)  # [1, C, H, W]
     return {"spec": str(spec), "class": type(G).__name__, "z_dim": G.z_dim,
             "image_shape": list(image.shape[1:]), "attributes": kind,
             "fingerprint": vb.meta["identity"]["generator_fingerprint"]}

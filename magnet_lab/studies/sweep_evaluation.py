@@ -66,7 +66,7 @@ def sweep_evaluation(G: torch.nn.Module, vb: Any, samplers: list[experiment.Samp
     samplers, and the sampler's ``as_dict``. Raises ValueError as the samplers do."""
     evaluations, images_by = {}, {}
     for s in samplers:
-        images = generate(G, s.latents(vb, n), psi=s.psi)  # [n, C, H, W]
+        images = s.images(G, vb, n)  # [n, C, H, W] at its ψ, with the bank's labels
         images_by[s.name] = images
         ev = experiment.evaluate(images, real_feats, classifier, n_boot=n_boot, seed=seed)
         ev["balanced_reference"] = bootstrap.bootstrap_ci(
