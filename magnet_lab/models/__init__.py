@@ -20,8 +20,8 @@ from torch import nn
 
 from ..validation import check_int, check_real
 
-__all__ = ["batched", "class_vectors", "eval_mode", "fingerprint", "generate", "module_device_dtype",
-           "truncate"]
+__all__ = ["batched", "class_vectors", "eval_mode", "fingerprint", "generate",
+           "module_device_dtype", "truncate"]
 
 
 @contextlib.contextmanager
