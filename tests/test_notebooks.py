@@ -518,3 +518,25 @@ def test_nb02_runs_the_authors_estimator_on_a_stylegan3_pickle(nb02_stylegan3):
     assert res["mixture_table"] == [] and "real_images" in res["reference"]["skipped"]
     for attr, by in res["attributes"].items():  # face attributes, known or counted missing
         assert all(v["n"] + v["n_missing"] == p["n_samples"] for v in by.values()), attr
+
+
+def test_nb04_on_a_stylegan3_that_draws_no_faces_records_them_missing_and_no_verdict(
+        nb02_stylegan3, output_dirs):
+    """An RGB generator gets face attributes; one that draws no faces (an AFHQ StyleGAN3, here
+    random weights) runs through notebook 04 with every sample counted missing, NaN figures,
+    and a summary that gives no verdict instead of a crash or a made-up one."""
+    path, _ = nb02_stylegan3
+    res = reports.run_notebook("04", {"seed": 0, "generator": str(path), "method": "projected",
+                                      "n_candidates": 40, "n_samples": 16, "n_boot": 10,
+                                      "rhos": [-1.0]},
+                               out_dir=output_dirs / "reports-stylegan3")
+    att = res["attributes"]
+    assert att["kind"] == "face" and att["main"] == "gender" and att["n_missing_candidates"] == 40
+    for name, ev in res["samplers"].items():
+        assert ev["n"] == 0 and ev["n_missing"] == 16 and ev["kl_to_uniform"] is None, name
+        assert 0 < ev["ess_fraction"] <= 1 + 1e-12, name
+    assert res["samplers"]["MaGNET, all σ"]["sampler"]["top_k"] == 15  # J z = 0: 16 - 1
+    change = res["magnet_vs_plain"]
+    assert change["most_upweighted"] is None and set(change["ratio_per_class"].values()) == {None}
+    assert res["summary"]["verdict"].startswith("no verdict") and res["summary"]["kl_plain"] is None
+    assert (output_dirs / "figures" / "04_class_change.png").is_file()

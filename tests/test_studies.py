@@ -262,6 +262,26 @@ def test_sampler_bias_and_class_change_follow_the_drawn_candidates(bank):
     assert list(attribute_shift.bias_table(shift).index.names) == ["attribute", "sampler"]
 
 
+def test_an_attribute_unknown_in_every_sample_gives_nan_ratios_and_no_verdict(bank):
+    """Face attributes of a generator that draws no faces (an AFHQ StyleGAN3): every label
+    missing. The table shows NaN, the ratios are NaN (None in the record), the candidates'
+    frequencies None, and the verdict says there is none."""
+    missing = torch.full((len(bank),), attributes.MISSING, dtype=torch.int64)
+    cand = attribute_shift.CandidateAttributes(
+        {"gender": {"labels": missing, "classes": ["female", "male"]}}, "face")
+    samplers = attribute_shift.attribute_samplers([], top_k=2, all_k=None, replace=False, seed=0)
+    bias = attribute_shift.sampler_bias(bank, samplers, cand, 20, n_boot=10, seed=0)
+    table = bias.table()
+    assert table["kl_value"].isna().all() and (table["n_missing"] == 20).all()
+    change = attribute_shift.class_change(bias, cand, bank, top_k=2, n_boot=10, seed=0)
+    assert all(math.isnan(c) for c in change.change) and change.ratio_ci == [None, None]
+    assert change.record["most_upweighted"] is None and change.record["candidate_class_freq"] is None
+    assert set(change.record["ratio_per_class"].values()) == {None}
+    v = verdicts.bias_verdict(bias.evaluations[attribute_shift.PLAIN]["kl_to_uniform"],
+                              bias.evaluations[attribute_shift.MAGNET]["kl_to_uniform"])
+    assert v["verdict"].startswith("no verdict") and v["cis_disjoint"] is None
+
+
 # ----------------------------------------------------------------------------- 01's studies
 
 @pytest.fixture(scope="module")
