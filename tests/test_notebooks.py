@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import json
 import math
+import os
 from pathlib import Path
 
 import torch
@@ -540,3 +541,19 @@ def test_nb04_on_a_stylegan3_that_draws_no_faces_records_them_missing_and_no_ver
     assert change["most_upweighted"] is None and set(change["ratio_per_class"].values()) == {None}
     assert res["summary"]["verdict"].startswith("no verdict") and res["summary"]["kl_plain"] is None
     assert (output_dirs / "figures" / "04_class_change.png").is_file()
+
+
+def test_nb03_refuses_a_stylegan3_pickle_in_one_line_before_building_a_bank(nb02_stylegan3,
+                                                                             tmp_path, capsys):
+    """The ρ sweep is a Fashion-MNIST study (classifier features): an RGB pickle is refused
+    at its first step, naming the image shape and notebook 02, with no bank built."""
+    from magnet_lab.__main__ import main
+
+    path, _ = nb02_stylegan3
+    banks = sorted((Path(os.environ["MAGNET_LAB_CACHE_DIR"]) / "banks").iterdir())
+    assert main(["report", "--smoke", "--only", "03", "--out", str(tmp_path),
+                 "-p", f"generator={path}"]) == 2
+    err = capsys.readouterr().err
+    assert "03_rho_sweep.ipynb failed" in err and "makes [3, 16, 16] images" in err
+    assert "notebook 02" in err and err.count("\n") == 1
+    assert sorted((Path(os.environ["MAGNET_LAB_CACHE_DIR"]) / "banks").iterdir()) == banks

@@ -339,3 +339,17 @@ def test_polarity_mass_sweep_raises_the_mean_log_volume_with_rho(toys):
     samples = toy_uniformity.polarity_arclength_samples(toys.generators["curve"], sweep,
                                                         [-1.0, 1.0], 100, 3.0, rng=rng)
     assert set(samples) == {-1.0, 1.0} and all(s.shape == (100,) for s in samples.values())
+
+
+def test_the_rho_sweep_refuses_images_its_classifier_cannot_read_before_any_bank():
+    """Notebook 03 scores in the Fashion-MNIST classifier's features: a 3×16×16 generator (an
+    RGB StyleGAN stand-in) is refused with its shape and where to go; the DCGAN passes."""
+    import magnet_lab
+
+    C = magnet_lab.load_classifier("fmnist")
+    rgb = nn.Sequential(nn.Linear(4, 3 * 16 * 16), nn.Tanh(), nn.Unflatten(1, (3, 16, 16)))
+    rgb.z_dim = 4
+    with pytest.raises(ValueError, match=r"rgb-gen makes \[3, 16, 16\] images.*notebook 02"):
+        sweep_evaluation.check_generator_fits(rgb, "rgb-gen", C)
+    sweep_evaluation.check_generator_fits(magnet_lab.load_generator("fmnist-dcgan"),
+                                          "fmnist-dcgan", C)
