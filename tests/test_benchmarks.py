@@ -52,7 +52,7 @@ def test_stylegan3_benchmark_times_config_r_against_its_float64_reference(tmp_pa
     script = str(ROOT / "benchmarks" / "bench_stylegan3.py")
     out = tmp_path / "bench.json"
     subprocess.run([sys.executable, script, "--config", "r", "--res", "8", "--channel-base", "64",
-                    "--channel-max", "4", "--latents", "2", "--proj-dim", "8", "--k", "4",
+                    "--channel-max", "4", "--latents", "2", "--proj-dim", "4", "--k", "2",
                     "--methods", "baseline,projected", "--repeats", "1", "--json", str(out)],
                    check=True, env=env, capture_output=True, timeout=300)
     rec = json.loads(out.read_text())
@@ -61,7 +61,7 @@ def test_stylegan3_benchmark_times_config_r_against_its_float64_reference(tmp_pa
     assert rec["architecture"] == "StyleGAN3-R" and rec["parameters"]["arch"] == "stylegan3"
     assert rec["D"] == 3 * 8 * 8 and rec["d"] == 512 and rec["forward_gflop_per_latent"] > 0
     for name, r in res.items():
-        assert r["products_per_latent"] == 8, name
+        assert r["products_per_latent"] == 4, name
         assert r["max_abs_dlog_volume"] < 1e-3 and r["magnet_pick_overlap"] == 1.0, (name, r)
     fwd = tmp_path / "forward.json"
     subprocess.run([sys.executable, script, "--res", "8", "--channel-base", "64",
