@@ -61,6 +61,20 @@ def parse_value(text: str) -> Any:
     return text
 
 
+def transform_matrix(text: str) -> list[list[float]]:
+    """``--transform``'s value: a 3×3 matrix written as a list of rows (JSON or a Python literal,
+    ``[[1, 0, 0.1], [0, 1, 0], [0, 0, 1]]``) as nested lists of floats. Raises
+    argparse.ArgumentTypeError (a one-line usage error) for anything else."""
+    try:
+        rows = ast.literal_eval(text.strip())
+        matrix = [[float(v) for v in row] for row in rows]
+        assert len(matrix) == 3 and all(len(row) == 3 for row in matrix)
+    except (ValueError, SyntaxError, TypeError, AssertionError):
+        raise argparse.ArgumentTypeError(f"--transform takes a 3x3 matrix as a list of rows, "
+                                         f"e.g. '[[1,0,0.1],[0,1,0],[0,0,1]]', got {text!r}") from None
+    return matrix
+
+
 def parse_params(pairs: list[str]) -> dict[str, Any]:
     """``["seed=1", "rhos=[-1, 1]"]`` → ``{"seed": 1, "rhos": [-1, 1]}`` (``parse_value``)."""
     out = {}
@@ -173,7 +187,8 @@ def _build_share(args: argparse.Namespace, device: str, worker: tuple[int, int] 
         return None
     spec = _generator_spec(args.generator)
     dtype = getattr(torch, args.dtype)
-    run_options = ("psi", "cutoff", "noise_mode", "noise_seed", "truncation", "z_scale")
+    run_options = ("psi", "cutoff", "noise_mode", "noise_seed", "transform", "truncation",
+                   "z_scale")
     options = {k: v for k in run_options if (v := getattr(args, k)) is not None}
     G = load_generator(spec, device=device, dtype=dtype, **options)
     # Every worker draws all N candidates from G's latent law (the identity hashes all of them;
@@ -298,7 +313,10 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     if (classes is not None or args.class_balance is not None) and vb.labels is None:
         raise UserError(f"--class and --class-balance need a class-conditional generator's bank; "
                         f"{args.bank} has no class labels")
-    sampler = experiment.Sampler("sample", rho=args.rho, top_k=args.top_k, replace=args.replace,
+    # default: every σ the bank has but those zero at every candidate (StyleGAN2/3 normalise z,
+    # so J z = 0 and a bank of all σ ends in a column of -inf that would zero every weight)
+    top_k = args.top_k if args.top_k is not None else sampling.all_top_k(vb.log_sv)
+    sampler = experiment.Sampler("sample", rho=args.rho, top_k=top_k, replace=args.replace,
                                  seed=args.seed, classes=classes,
                                  class_balance=args.class_balance)
     log_w = sampler.log_weights(vb)  # [N]
@@ -316,7 +334,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
         title += f", classes {sorted(set(labels.tolist()))} ({args.class_balance or 'pooled'})"
     plots.show_images(ax, images, nrow=int(args.n ** 0.5) or 1, title=title)
     params = {k: v for k, v in vars(args).items() if k not in ("func", "debug")}
-    params |= {"bank": str(args.bank), "generator_fingerprint": have}
+    params |= {"bank": str(args.bank), "generator_fingerprint": have, "top_k": top_k}
     plots.save_figure(fig, out.stem, params, directory=out.parent)
     plt.close(fig)
     record = {"indices": idx, **params, "ess": sampling.ess(log_w)}
@@ -368,14 +386,21 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--shard-size", type=int, default=DEFAULT_SHARD_SIZE)
     b.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     b.add_argument("--device", default="cpu")
-    b.add_argument("--psi", type=float, default=None, help="StyleGAN2: truncation psi")
-    b.add_argument("--cutoff", type=int, default=None, help="StyleGAN2: layers truncated")
+    b.add_argument("--psi", type=float, default=None, help="StyleGAN2/3: truncation psi "
+                   "(a run option of the banked generator; the authors bank at psi 1)")
+    b.add_argument("--cutoff", type=int, default=None,
+                   help="StyleGAN2/3: number of ws truncated (default all)")
+    b.add_argument("--transform", type=transform_matrix, default=None, metavar="MATRIX",
+                   help="StyleGAN3: the input's inverse transform, a 3x3 matrix written as a "
+                        "list of rows, e.g. '[[1,0,0.1],[0,1,0],[0,0,1]]' "
+                        "(models.stylegan3.input_transform builds one from a translation and "
+                        "a rotation; default: the checkpoint's)")
     b.add_argument("--precision", default="highest", choices=["highest", "tf32", "bf16"],
                    help="arithmetic of the Jacobian products (spectra.PRECISIONS; tf32/bf16 "
                         "need --dtype float32, are faster on GPUs and cost accuracy: "
                         "docs/performance.md)")
     b.add_argument("--noise-mode", default=None, choices=["const", "random", "none"],
-                   help="StyleGAN2: noise (random needs --noise-seed)")
+                   help="StyleGAN2 only: noise (random needs --noise-seed)")
     b.add_argument("--noise-seed", type=int, default=None)
     b.add_argument("--truncation", type=float, default=None,
                    help="BigGAN-deep: truncation in (0, 1] (batch-norm statistics; candidates "
@@ -399,7 +424,8 @@ def _parser() -> argparse.ArgumentParser:
                    "(refused if its weights changed since)")
     s.add_argument("--rho", type=float, default=1.0)
     s.add_argument("--top-k", type=int, default=None,
-                   help="singular values in the volume (default all the bank has)")
+                   help="singular values in the volume (default all the bank has, but "
+                        "those zero at every candidate, e.g. StyleGAN2/3's J z = 0)")
     s.add_argument("--n", type=int, default=64)
     s.add_argument("--replace", action="store_true",
                    help="draw with replacement (default: without, as the authors do)")

@@ -271,13 +271,14 @@ Z = W = 8
 SMALL = dict(channel_base=128, channel_max=8, num_layers=4, num_critical=2, margin_size=2)
 
 
-def make_stylegan3(config: str = "T", c_dim: int = 0, seed: int = 0, **synthesis) -> StyleGAN3Generator:
-    """A tiny float64 G whose biases, input affine, magnitude_ema and w_avg are random (not their
-    initial values), so every term of the forward pass matters."""
+def make_stylegan3(config: str = "T", c_dim: int = 0, seed: int = 0, *, z_dim: int = Z,
+                   w_dim: int = W, **synthesis) -> StyleGAN3Generator:
+    """A tiny float64 G (16², 3 channels) whose biases, input affine, magnitude_ema and w_avg are
+    random (not their initial values), so every term of the forward pass matters."""
     torch.manual_seed(seed)
     kw = {**SMALL, **{k: v for k, v in CONFIGS[config].items()
                       if k not in ("channel_base", "channel_max")}, **synthesis}
-    G = StyleGAN3Generator(Z, c_dim, W, 16, 3, None, kw).double().eval()
+    G = StyleGAN3Generator(z_dim, c_dim, w_dim, 16, 3, None, kw).double().eval()
     with torch.no_grad():
         for name, p in G.named_parameters():
             if name.endswith("bias"):
@@ -338,6 +339,16 @@ def stylegan3_record(G: StyleGAN3Generator, marker: Path, config: str) -> Persis
                 margin_size=SMALL["margin_size"], **OFFICIAL_KW[config])
     return net("Generator", "", modules={"synthesis": synthesis, "mapping": mapping},
                init_kwargs=init)
+
+
+def stylegan3_snapshot(path: Path, config: str = "T", *, c_dim: int = 0, seed: int = 0,
+                       z_dim: int = Z, w_dim: int = W) -> tuple[Path, StyleGAN3Generator]:
+    """A tiny StyleGAN3 (``make_stylegan3``, float32) written to ``path`` as the stylegan3
+    repository's training snapshot (``G``, ``D``, ``G_ema``, ``augment_pipe``,
+    ``training_set_kwargs``; module sources carry a payload that would create
+    ``path.parent / "src_ran"`` if executed); returns the path and the generator."""
+    G = make_stylegan3(config, c_dim, seed, z_dim=z_dim, w_dim=w_dim).float()
+    return ada_pickle(path, stylegan3_record(G, path.parent / "src_ran", config)), G
 
 
 # --------------------------------------------------------------------------- tiny BigGAN-deep

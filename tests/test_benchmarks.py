@@ -41,3 +41,33 @@ def test_stylegan2_benchmark_methods_agree_with_their_float64_references(tmp_pat
     assert res["baseline"]["speedup_vs_baseline"] == 1.0
     assert rec["D"] == 3 * 8 * 8 and rec["d"] == 512
     assert rec["parameters"]["res"] == 8 and "git_commit" in rec["provenance"]
+
+
+def test_stylegan3_benchmark_times_config_r_against_its_float64_reference(tmp_path):
+    """bench_stylegan3.py (the StyleGAN2 benchmark's code with --arch stylegan3) on a tiny
+    config-R StyleGAN3: the baseline and projected estimators give σ(P·J) of the float64
+    reference, with P VJPs per latent; the JSON names the architecture and its forward GFLOP;
+    ``--methods forward`` times the forward pass alone (the full-size CPU measurement)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MAGNET_LAB_PROGRESS": "0"}
+    script = str(ROOT / "benchmarks" / "bench_stylegan3.py")
+    out = tmp_path / "bench.json"
+    subprocess.run([sys.executable, script, "--config", "r", "--res", "8", "--channel-base", "64",
+                    "--channel-max", "4", "--latents", "2", "--proj-dim", "4", "--k", "2",
+                    "--methods", "baseline,projected", "--repeats", "1", "--json", str(out)],
+                   check=True, env=env, capture_output=True, timeout=300)
+    rec = json.loads(out.read_text())
+    res = rec["results"]
+    assert set(res) == {"baseline", "projected[highest]"}
+    assert rec["architecture"] == "StyleGAN3-R" and rec["parameters"]["arch"] == "stylegan3"
+    assert rec["D"] == 3 * 8 * 8 and rec["d"] == 512 and rec["forward_gflop_per_latent"] > 0
+    for name, r in res.items():
+        assert r["products_per_latent"] == 4, name
+        assert r["max_abs_dlog_volume"] < 1e-3 and r["magnet_pick_overlap"] == 1.0, (name, r)
+    fwd = tmp_path / "forward.json"
+    subprocess.run([sys.executable, script, "--res", "8", "--channel-base", "64",
+                    "--channel-max", "4", "--latents", "1", "--repeats", "1", "--methods",
+                    "forward", "--json", str(fwd)], check=True, env=env, capture_output=True,
+                   timeout=300)
+    rec = json.loads(fwd.read_text())
+    assert rec["architecture"] == "StyleGAN3-T" and rec["results"] == {}
+    assert rec["forward_s_per_latent"] > 0 and rec["forward_cpu_s_per_latent"] > 0

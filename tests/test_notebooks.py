@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import json
 import math
+import os
 from pathlib import Path
 
 import torch
@@ -477,3 +478,82 @@ def test_nb02_relates_realism_to_log_volume_per_class_and_psi(nb02):
         assert m["lo"] <= m["value"] <= m["hi"]
     first, last = r[f"{p['realism_psis'][0]:g}"], r[f"{p['realism_psis'][-1]:g}"]
     assert last["mean_log_realism"]["value"] > first["mean_log_realism"]["value"]
+
+
+@pytest.fixture(scope="module")
+def nb02_stylegan3(output_dirs, tmp_path_factory):
+    """Notebook 02 on a StyleGAN3 pickle given by path: a tiny config-T generator (random
+    weights, 16², z 16) written in the stylegan3 repository's snapshot layout, the plumbing a
+    user with stylegan3-t-afhqv2-512x512.pkl goes through, minus the real weights."""
+    from builders import stylegan3_snapshot
+
+    path, _ = stylegan3_snapshot(tmp_path_factory.mktemp("sg3") / "stylegan3-t-tiny.pkl",
+                                 z_dim=16, w_dim=16)
+    res = reports.run_notebook("02", {"smoke": True, "seed": 0, "generator": str(path)},
+                               out_dir=output_dirs / "reports-stylegan3")
+    return path, res
+
+
+def test_nb02_runs_the_authors_estimator_on_a_stylegan3_pickle(nb02_stylegan3):
+    import magnet_lab
+    from magnet_lab import experiment, models, spectra
+
+    path, res = nb02_stylegan3
+    assert not (path.parent / "src_ran").exists()  # the pickle's embedded source never ran
+    G = magnet_lab.load_generator(path)
+    gen = res["generator"]
+    assert gen["class"] == "StyleGAN3Generator" and gen["image_shape"] == [3, 16, 16]
+    assert gen["fingerprint"] == models.fingerprint(G) and gen["attributes"] == "face"
+    p, b = res["parameters"], res["bank"]
+    assert b["n"] == p["n_candidates"] == 200 and b["rank"] == 16 and b["n_neg_inf"] == 0
+    # the notebook's bank, found again in the cache by its identity: G at ψ = 1, its last σ
+    # zero (z is normalised: J z = 0), the top-k finite, the recorded log-volumes its own
+    vb = experiment.candidate_bank(G, str(path), 200, seed=0, options=spectra.SpectraOptions(
+        "projected", proj_dim=p["proj_dim"], seed=0))
+    assert vb.meta["identity"]["generator_fingerprint"] == gen["fingerprint"]
+    assert torch.isfinite(vb.log_sv[:, :p["top_k"]]).all() and torch.isneginf(vb.log_sv[:, 15]).all()
+    assert float(vb.log_sv[:, :p["top_k"]].sum(1).mean()) == pytest.approx(b["log_volume_mean"],
+                                                                           rel=1e-12)
+    s = res["samplers"]
+    assert s["MaGNET"]["mean_log_volume"]["lo"] > s["plain"]["mean_log_volume"]["hi"]
+    assert res["mixture_table"] == [] and "real_images" in res["reference"]["skipped"]
+    for attr, by in res["attributes"].items():  # face attributes, known or counted missing
+        assert all(v["n"] + v["n_missing"] == p["n_samples"] for v in by.values()), attr
+
+
+def test_nb04_on_a_stylegan3_that_draws_no_faces_records_them_missing_and_no_verdict(
+        nb02_stylegan3, output_dirs):
+    """An RGB generator gets face attributes; one that draws no faces (an AFHQ StyleGAN3, here
+    random weights) runs through notebook 04 with every sample counted missing, NaN figures,
+    and a summary that gives no verdict instead of a crash or a made-up one."""
+    path, _ = nb02_stylegan3
+    res = reports.run_notebook("04", {"seed": 0, "generator": str(path), "method": "projected",
+                                      "n_candidates": 40, "n_samples": 16, "n_boot": 10,
+                                      "rhos": [-1.0]},
+                               out_dir=output_dirs / "reports-stylegan3")
+    att = res["attributes"]
+    assert att["kind"] == "face" and att["main"] == "gender" and att["n_missing_candidates"] == 40
+    for name, ev in res["samplers"].items():
+        assert ev["n"] == 0 and ev["n_missing"] == 16 and ev["kl_to_uniform"] is None, name
+        assert 0 < ev["ess_fraction"] <= 1 + 1e-12, name
+    assert res["samplers"]["MaGNET, all σ"]["sampler"]["top_k"] == 15  # J z = 0: 16 - 1
+    change = res["magnet_vs_plain"]
+    assert change["most_upweighted"] is None and set(change["ratio_per_class"].values()) == {None}
+    assert res["summary"]["verdict"].startswith("no verdict") and res["summary"]["kl_plain"] is None
+    assert (output_dirs / "figures" / "04_class_change.png").is_file()
+
+
+def test_nb03_refuses_a_stylegan3_pickle_in_one_line_before_building_a_bank(nb02_stylegan3,
+                                                                             tmp_path, capsys):
+    """The ρ sweep is a Fashion-MNIST study (classifier features): an RGB pickle is refused
+    at its first step, naming the image shape and notebook 02, with no bank built."""
+    from magnet_lab.__main__ import main
+
+    path, _ = nb02_stylegan3
+    banks = sorted((Path(os.environ["MAGNET_LAB_CACHE_DIR"]) / "banks").iterdir())
+    assert main(["report", "--smoke", "--only", "03", "--out", str(tmp_path),
+                 "-p", f"generator={path}"]) == 2
+    err = capsys.readouterr().err
+    assert "03_rho_sweep.ipynb failed" in err and "makes [3, 16, 16] images" in err
+    assert "notebook 02" in err and err.count("\n") == 1
+    assert sorted((Path(os.environ["MAGNET_LAB_CACHE_DIR"]) / "banks").iterdir()) == banks

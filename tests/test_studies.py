@@ -262,6 +262,26 @@ def test_sampler_bias_and_class_change_follow_the_drawn_candidates(bank):
     assert list(attribute_shift.bias_table(shift).index.names) == ["attribute", "sampler"]
 
 
+def test_an_attribute_unknown_in_every_sample_gives_nan_ratios_and_no_verdict(bank):
+    """Face attributes of a generator that draws no faces (an AFHQ StyleGAN3): every label
+    missing. The table shows NaN, the ratios are NaN (None in the record), the candidates'
+    frequencies None, and the verdict says there is none."""
+    missing = torch.full((len(bank),), attributes.MISSING, dtype=torch.int64)
+    cand = attribute_shift.CandidateAttributes(
+        {"gender": {"labels": missing, "classes": ["female", "male"]}}, "face")
+    samplers = attribute_shift.attribute_samplers([], top_k=2, all_k=None, replace=False, seed=0)
+    bias = attribute_shift.sampler_bias(bank, samplers, cand, 20, n_boot=10, seed=0)
+    table = bias.table()
+    assert table["kl_value"].isna().all() and (table["n_missing"] == 20).all()
+    change = attribute_shift.class_change(bias, cand, bank, top_k=2, n_boot=10, seed=0)
+    assert all(math.isnan(c) for c in change.change) and change.ratio_ci == [None, None]
+    assert change.record["most_upweighted"] is None and change.record["candidate_class_freq"] is None
+    assert set(change.record["ratio_per_class"].values()) == {None}
+    v = verdicts.bias_verdict(bias.evaluations[attribute_shift.PLAIN]["kl_to_uniform"],
+                              bias.evaluations[attribute_shift.MAGNET]["kl_to_uniform"])
+    assert v["verdict"].startswith("no verdict") and v["cis_disjoint"] is None
+
+
 # ----------------------------------------------------------------------------- 01's studies
 
 @pytest.fixture(scope="module")
@@ -319,3 +339,17 @@ def test_polarity_mass_sweep_raises_the_mean_log_volume_with_rho(toys):
     samples = toy_uniformity.polarity_arclength_samples(toys.generators["curve"], sweep,
                                                         [-1.0, 1.0], 100, 3.0, rng=rng)
     assert set(samples) == {-1.0, 1.0} and all(s.shape == (100,) for s in samples.values())
+
+
+def test_the_rho_sweep_refuses_images_its_classifier_cannot_read_before_any_bank():
+    """Notebook 03 scores in the Fashion-MNIST classifier's features: a 3×16×16 generator (an
+    RGB StyleGAN stand-in) is refused with its shape and where to go; the DCGAN passes."""
+    import magnet_lab
+
+    C = magnet_lab.load_classifier("fmnist")
+    rgb = nn.Sequential(nn.Linear(4, 3 * 16 * 16), nn.Tanh(), nn.Unflatten(1, (3, 16, 16)))
+    rgb.z_dim = 4
+    with pytest.raises(ValueError, match=r"rgb-gen makes \[3, 16, 16\] images.*notebook 02"):
+        sweep_evaluation.check_generator_fits(rgb, "rgb-gen", C)
+    sweep_evaluation.check_generator_fits(magnet_lab.load_generator("fmnist-dcgan"),
+                                          "fmnist-dcgan", C)

@@ -3,6 +3,7 @@ attribute distribution and bias (notebooks 02 and 04), and which classes MaGNET 
 down-weights and why (their volume, notebook 04)."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,13 +123,16 @@ class SamplerBias:
                 for n, e in self.evaluations.items()}
 
     def table(self):
-        """KL to uniform and max/min ratio with CIs and ESS/N per sampler (pandas, display)."""
+        """KL to uniform and max/min ratio with CIs, known and missing samples, and ESS/N per
+        sampler (pandas, display); NaN where the attribute is unknown in every sample."""
         import pandas as pd
 
-        return pd.DataFrame({n: {**{f"kl_{k}": e["kl_to_uniform"][k] for k in ("value", "lo",
-                                                                              "hi")},
-                                 **{f"max_min_{k}": e["max_min_ratio"][k] for k in ("value",
-                                                                                   "lo", "hi")},
+        nan = {"value": float("nan"), "lo": float("nan"), "hi": float("nan")}
+        return pd.DataFrame({n: {**{f"kl_{k}": (e["kl_to_uniform"] or nan)[k]
+                                    for k in ("value", "lo", "hi")},
+                                 **{f"max_min_{k}": (e["max_min_ratio"] or nan)[k]
+                                    for k in ("value", "lo", "hi")},
+                                 "n": e["n"], "n_missing": e["n_missing"],
                                  "ess_fraction": e["ess_fraction"]}
                              for n, e in self.evaluations.items()}).T
 
@@ -179,17 +183,27 @@ def class_change(bias: SamplerBias, cand: CandidateAttributes, vb: bank.VolumeBa
     (``bootstrap.count_ratio_ci``: both label sets resampled with one index draw; a class
     missing from the plain sample counts as half a sample), the candidates' class frequencies,
     each class's mean log-volume over the ``top_k`` σ with a CI, and the Spearman correlation
-    of ratio and mean log-volume over the classes that have both (None below 3 classes)."""
+    of ratio and mean log-volume over the classes that have both (None below 3 classes). Where
+    the attribute is unknown in every plain or every MaGNET sample (face attributes of a
+    generator that draws no faces, e.g. an AFHQ StyleGAN3) the ratios are NaN (None, with
+    their CIs and the most up/down-weighted class, in ``record``); the candidates' frequencies
+    are None when no candidate has the attribute."""
     from scipy import stats
 
     names, n_classes = cand.names, len(cand.names)
-    p = torch.tensor([c["value"] for c in bias.evaluations[plain]["class_freq"]])
-    m = torch.tensor([c["value"] for c in bias.evaluations[magnet]["class_freq"]])
-    change = (m / p.clamp_min(1e-12)).tolist()
-    lab_plain = bias.evaluations[plain]["predicted_labels"]
-    lab_magnet = bias.evaluations[magnet]["predicted_labels"]
-    ratio_ci = [bootstrap.count_ratio_ci(lab_magnet, lab_plain, c, n_boot, seed)
-                for c in range(n_classes)]
+    freq = {name: bias.evaluations[name]["class_freq"] for name in (plain, magnet)}
+    unknown = freq[plain] is None or freq[magnet] is None
+    p = torch.tensor([math.nan] * n_classes if freq[plain] is None
+                     else [c["value"] for c in freq[plain]], dtype=torch.float64)
+    if unknown:
+        change, ratio_ci = [math.nan] * n_classes, [None] * n_classes
+    else:
+        m = torch.tensor([c["value"] for c in freq[magnet]], dtype=torch.float64)
+        change = (m / p.clamp_min(1e-12)).tolist()
+        lab_plain = bias.evaluations[plain]["predicted_labels"]
+        lab_magnet = bias.evaluations[magnet]["predicted_labels"]
+        ratio_ci = [bootstrap.count_ratio_ci(lab_magnet, lab_plain, c, n_boot, seed)
+                    for c in range(n_classes)]
     log_vol = sampling.log_volume(vb.log_sv, top_k)  # [N]
     per_class = {}
     for c in range(n_classes):
@@ -197,13 +211,15 @@ def class_change(bias: SamplerBias, cand: CandidateAttributes, vb: bank.VolumeBa
         per_class[names[c]] = bootstrap.mean_ci(lv, n_boot, seed) if len(lv) >= 2 else None
     order = np.argsort(change)
     known = cand.labels[cand.labels != attrs.MISSING]
-    record = {"ratio_per_class": dict(zip(names, change)),
+    record = {"ratio_per_class": dict(zip(names, [None] * n_classes if unknown else change)),
               "ratio_per_class_ci": dict(zip(names, ratio_ci)),
-              "most_upweighted": names[int(order[-1])], "most_downweighted": names[int(order[0])],
-              "candidate_class_freq": attrs.class_distribution(known, n_classes).tolist(),
+              "most_upweighted": None if unknown else names[int(order[-1])],
+              "most_downweighted": None if unknown else names[int(order[0])],
+              "candidate_class_freq": (attrs.class_distribution(known, n_classes).tolist()
+                                       if known.numel() else None),
               "mean_log_volume_per_class": per_class, "spearman_ratio_vs_mean_log_volume": None}
     valid = [c for c in range(n_classes) if per_class[names[c]] is not None and p[c] > 0]
-    if len(valid) >= 3:
+    if len(valid) >= 3 and not unknown:
         record["spearman_ratio_vs_mean_log_volume"] = float(stats.spearmanr(
             [change[c] for c in valid], [per_class[names[c]]["value"] for c in valid]).statistic)
     return ClassChange(record, change, ratio_ci, per_class, order)

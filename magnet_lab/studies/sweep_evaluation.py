@@ -8,10 +8,28 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import bootstrap, experiment, plots
+from .. import bootstrap, experiment, features, latent, plots
 from ..models import generate
 
 BALANCED_METRICS = ("precision", "recall", "density", "coverage")
+
+
+def check_generator_fits(G: torch.nn.Module, generator_id: str,
+                         classifier: torch.nn.Module) -> None:
+    """Check, before any bank is built, that ``classifier`` reads the images of ``G`` (one image
+    of its latent law, seed 0): the study scores every sample in the classifier's feature space
+    against the Fashion-MNIST test set. Raises ValueError naming the generator, its image shape
+    and where RGB generators go (notebook 02; notebook 00 and the CLI for polarity samples)."""
+    image = generate(G, latent.spec_of(G).draw(1, seed=0).z)  # [1, C, H, W]
+    try:
+        features.extract_features(classifier, image)
+    except (ValueError, TypeError) as err:
+        raise ValueError(
+            f"the rho sweep scores samples in the classifier's feature space against the "
+            f"Fashion-MNIST test set, and {generator_id} makes {list(image.shape[1:])} images "
+            f"({err}); for an RGB StyleGAN2/3 pickle run notebook 02 (precision/recall/FID "
+            f"against real_images, face attributes), and notebook 00 or `python -m magnet_lab "
+            f"bank`/`sample` for polarity samples") from None
 
 
 def sweep_samplers(rhos: list[float], psis: list[float], *, top_k: int | None, replace: bool,

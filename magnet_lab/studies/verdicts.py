@@ -36,10 +36,19 @@ def magnet_summary(samplers: dict[str, Any], mixture_table: list[dict[str, Any]]
     return summary
 
 
-def bias_verdict(kl_plain: dict[str, float], kl_magnet: dict[str, float]) -> dict[str, Any]:
+def bias_verdict(kl_plain: dict[str, float] | None,
+                 kl_magnet: dict[str, float] | None) -> dict[str, Any]:
     """Notebook 04's summary from the KL-to-uniform results of plain and MaGNET draws: both
     values, MaGNET's relative change, whether the CIs are disjoint, and the verdict "MaGNET
-    reduces/increases the class bias" (qualified when the CIs overlap)."""
+    reduces/increases the class bias" (qualified when the CIs overlap). A None result (the
+    attribute unknown in every sample of that draw, e.g. no face found) gives None values and
+    a verdict that says there is nothing to compare."""
+    if kl_plain is None or kl_magnet is None:
+        return {"kl_plain": None if kl_plain is None else kl_plain["value"],
+                "kl_magnet": None if kl_magnet is None else kl_magnet["value"],
+                "relative_change_kl": None, "cis_disjoint": None,
+                "verdict": "no verdict: the attribute is unknown in every plain or MaGNET "
+                           "sample (face attributes of a generator that draws no faces?)"}
     disjoint = cis_disjoint(kl_plain, kl_magnet)
     verdict = (("reduces" if kl_magnet["value"] < kl_plain["value"] else "increases")
                + " the class bias" + ("" if disjoint else " (95 % CIs overlap: not a clear effect)"))
