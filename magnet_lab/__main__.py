@@ -10,6 +10,12 @@
            loads the whole folder; the shards are the same for any W.
   sample   draw MaGNET / polarity samples from a bank and save them as an image grid + indices.
 
+A class-conditional generator (BigGAN-deep, a StyleGAN2/3 with classes) banks each candidate's
+class (``bank --classes 0,3,7``: classes drawn uniformly among those; default all), and ``sample``
+generates every image with its candidate's class (``--class 3`` or ``--class 3,7`` keeps those
+classes; ``--class-balance equal`` is the MaGNET authors' per-class sampler, ``mass`` keeps the
+bank's class shares).
+
 A user error (a missing file, a bad value, a refused checkpoint) prints one line and exits with
 status 2; ``--debug`` shows the full traceback instead.
 """
@@ -134,6 +140,21 @@ def torchrun_rank() -> tuple[int, int, int] | None:
     return rank, world, local
 
 
+def parse_classes(text: str | None, flag: str) -> tuple[int, ...] | None:
+    """``"0,3,7"`` → ``(0, 3, 7)``: distinct non-negative class ids; None for None. Raises
+    UserError naming ``flag`` otherwise."""
+    if text is None:
+        return None
+    try:
+        ids = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise UserError(f"{flag} takes comma-separated class ids (e.g. 0,3,7), got {text!r}") \
+            from None
+    if any(c < 0 for c in ids) or len(set(ids)) != len(ids):
+        raise UserError(f"{flag} takes distinct class ids >= 0, got {text!r}")
+    return ids
+
+
 def _build_share(args: argparse.Namespace, device: str, worker: tuple[int, int] | None,
                  tag: str) -> Any:
     """Build the shards of ``args`` that ``worker`` owns on ``device`` (the one bank recipe of
@@ -152,14 +173,19 @@ def _build_share(args: argparse.Namespace, device: str, worker: tuple[int, int] 
         return None
     spec = _generator_spec(args.generator)
     dtype = getattr(torch, args.dtype)
-    options = {k: v for k in ("psi", "cutoff", "noise_mode", "noise_seed")
-               if (v := getattr(args, k)) is not None}
+    run_options = ("psi", "cutoff", "noise_mode", "noise_seed", "truncation", "z_scale")
+    options = {k: v for k in run_options if (v := getattr(args, k)) is not None}
     G = load_generator(spec, device=device, dtype=dtype, **options)
     # Every worker draws all N candidates from G's latent law (the identity hashes all of them;
     # 250k x 512 float32 is 0.5 GB), so the rows of shard i are the same whatever the number of
     # workers; with --per-row-seeds row i comes from seed --seed + i alone.
     law = latent.spec_of(G)
-    drawn = law.draw(args.n, seed=args.seed, per_row=args.per_row_seeds, dtype=dtype)
+    classes = parse_classes(args.classes, "--classes")
+    if classes is not None and law.n_classes is None:
+        raise UserError(f"--classes needs a class-conditional generator; {args.generator} is "
+                        "unconditional")
+    drawn = law.draw(args.n, seed=args.seed, per_row=args.per_row_seeds, dtype=dtype,
+                     classes=classes)
     spectra_options = SpectraOptions(method=args.method, k=args.k, proj_dim=args.proj_dim,
                                      seed=args.spectra_seed, dtype=dtype,
                                      precision=args.precision)
@@ -268,24 +294,36 @@ def _cmd_sample(args: argparse.Namespace) -> int:
         raise UserError(f"generator {spec} has fingerprint {have}, but bank {args.bank} was built "
                         f"with {want}: the weights changed since; rebuild the bank or pass the "
                         "generator that made it")
+    classes = parse_classes(args.class_ids, "--class")
+    if (classes is not None or args.class_balance is not None) and vb.labels is None:
+        raise UserError(f"--class and --class-balance need a class-conditional generator's bank; "
+                        f"{args.bank} has no class labels")
     sampler = experiment.Sampler("sample", rho=args.rho, top_k=args.top_k, replace=args.replace,
-                                 seed=args.seed)
+                                 seed=args.seed, classes=classes,
+                                 class_balance=args.class_balance)
     log_w = sampler.log_weights(vb)  # [N]
     n_candidates = int(torch.isfinite(log_w).sum())
     if not args.replace and args.n > n_candidates:
         raise UserError(f"--n {args.n} is more than the {n_candidates} candidates with positive "
                         f"weight in {args.bank}; lower --n, add --replace, or build a bigger bank")
     idx = sampler.indices(vb, args.n)  # [n]
-    images = generate(G, vb.latents[idx])
+    labels = None if vb.labels is None else vb.labels[idx]  # [n] each candidate's class
+    images = generate(G, vb.latents[idx], labels=labels)
     out = Path(args.out)
     fig, ax = plt.subplots(figsize=(8, 8))
-    plots.show_images(ax, images, nrow=int(args.n ** 0.5) or 1, title=f"ρ = {args.rho:g}")
+    title = f"ρ = {args.rho:g}"
+    if labels is not None:
+        title += f", classes {sorted(set(labels.tolist()))} ({args.class_balance or 'pooled'})"
+    plots.show_images(ax, images, nrow=int(args.n ** 0.5) or 1, title=title)
     params = {k: v for k, v in vars(args).items() if k not in ("func", "debug")}
     params |= {"bank": str(args.bank), "generator_fingerprint": have}
     plots.save_figure(fig, out.stem, params, directory=out.parent)
     plt.close(fig)
-    provenance.write_json_atomic(out.with_suffix(".indices.json"),
-                                 {"indices": idx, **params, "ess": sampling.ess(log_w)})
+    record = {"indices": idx, **params, "ess": sampling.ess(log_w)}
+    if labels is not None:
+        record |= {"labels": labels, "class_ess": {str(c): v for c, v in
+                                                   sampler.class_ess(vb).items()}}
+    provenance.write_json_atomic(out.with_suffix(".indices.json"), record)
     print(f"[sample] {args.n} samples at rho={args.rho:g} -> {out.with_suffix('.png')}")
     return 0
 
@@ -339,6 +377,15 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--noise-mode", default=None, choices=["const", "random", "none"],
                    help="StyleGAN2: noise (random needs --noise-seed)")
     b.add_argument("--noise-seed", type=int, default=None)
+    b.add_argument("--truncation", type=float, default=None,
+                   help="BigGAN-deep: truncation in (0, 1] (batch-norm statistics; candidates "
+                        "from truncation · truncnorm(-2, 2))")
+    b.add_argument("--z-scale", type=float, default=None,
+                   help="BigGAN-deep: G multiplies z by it (the MaGNET authors' recipe: "
+                        "--truncation 1 --z-scale 0.9)")
+    b.add_argument("--classes", default=None, metavar="C1,C2,...",
+                   help="class-conditional generators: candidates' classes drawn uniformly "
+                        "among these ids (default: all classes)")
     b.add_argument("--worker", help="I/N: compute only shards I, I+N, ... (scale-out by hand; "
                    "run N processes on the same --out, then load the directory; torchrun does "
                    "this itself)")
@@ -357,6 +404,13 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--replace", action="store_true",
                    help="draw with replacement (default: without, as the authors do)")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--class", dest="class_ids", default=None, metavar="C[,C2,...]",
+                   help="class-conditional banks: draw only candidates of these classes")
+    s.add_argument("--class-balance", default=None, choices=["equal", "mass"],
+                   help="class-conditional banks: 'equal' = the same count per class, weights "
+                        "normalised within each class (the MaGNET authors' sampler); 'mass' = "
+                        "weights normalised within classes, each class keeping its share of "
+                        "the bank; default: weights pooled over the bank")
     s.add_argument("--out", required=True, help="output stem, e.g. figures/magnet_samples")
     s.set_defaults(func=_cmd_sample)
     return p

@@ -99,7 +99,8 @@ def load_generator(spec: str | os.PathLike, device: str | torch.device = "cpu",
     ``config.json``; a conditional ``BigGANDeep``, called ``G(z, c)``), read without running its
     code. ``options`` set the run options — StyleGAN2: ``psi``, ``cutoff``, ``noise_mode``
     (``"const"``, ``"random"`` with ``noise_seed``, ``"none"``), ``modulation``; StyleGAN3:
-    ``psi``, ``cutoff``, ``transform``; BigGAN-deep: ``truncation``, ``stats_rule`` — which a
+    ``psi``, ``cutoff``, ``transform``; BigGAN-deep: ``truncation``, ``stats_rule``, ``z_scale``
+    (the MaGNET authors' recipe: ``**models.biggan.AUTHORS_RECIPE``) — which a
     plain ``G(z)`` (``G(z, c)``) then uses. The record of where it came from is
     ``model.sidecar``; how its candidates are drawn is ``model.latent_spec``
     (``latent.LatentSpec``: the law, ``z_dim``, its classes when conditional, and ``options`` as

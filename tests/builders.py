@@ -386,3 +386,28 @@ def write_biggan_folder(model: BigGANDeep, path: Path, config: dict | None = Non
     cfg = {k: v for k, v in (config or model.config()).items() if k != "img_channels"}
     (path / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True))
     return state
+
+
+def conditional_stylegan2(c_dim: int = 3, seed: int = 0) -> "StyleGAN2Generator":
+    """A tiny conditional StyleGAN2 (z 8, w 8, 8×8 RGB, ``c_dim`` classes, float32) with random
+    biases, noise strengths and w_avg, so the class embedding and truncation both matter."""
+    from magnet_lab.models.stylegan2 import StyleGAN2Generator
+
+    torch.manual_seed(seed)
+    G = StyleGAN2Generator(8, c_dim, 8, 8, 3, dict(num_layers=2),
+                           dict(channel_base=64, channel_max=16)).eval()
+    with torch.no_grad():
+        for name, p in G.named_parameters():
+            if name.endswith("bias") or name.endswith("noise_strength"):
+                p.add_(0.3 * torch.randn_like(p))
+        G.get_submodule("mapping").w_avg.copy_(torch.randn(8))
+    return G.requires_grad_(False)
+
+
+def write_conditional_stylegan2(path: Path, c_dim: int = 3, seed: int = 0) -> Path:
+    """``conditional_stylegan2`` saved as safetensors + JSON sidecar (the project's format),
+    which ``load_generator`` and the command line read."""
+    from magnet_lab.models.readers import save_checkpoint
+
+    G = conditional_stylegan2(c_dim, seed)
+    return save_checkpoint(G, path, {"architecture": "StyleGAN2Generator", "kwargs": G.config()})

@@ -13,8 +13,8 @@ from torch.func import jvp, vjp, vmap
 
 import magnet_lab
 from magnet_lab.models import fingerprint
-from magnet_lab.models.biggan import (RELEASED_CONFIGS, BigGANDeep, BigGANDeepConfig,
-                                      stats_weights)
+from magnet_lab.models.biggan import (AUTHORS_RECIPE, RELEASED_CONFIGS, BigGANDeep,
+                                      BigGANDeepConfig, stats_weights)
 from magnet_lab.models.readers import biggan_folder
 from builders import BIGGAN_TINY, randomise_biggan, write_biggan_folder
 from payloads import payload
@@ -53,9 +53,44 @@ def test_truncation_option_selects_statistics_and_never_scales_z(G):
     assert (x1 - x4).abs().max() > 1e-3  # different statistics, same z
     assert torch.equal(G.with_options(truncation=0.4)(z, c), x4)
     assert G.with_options(truncation=0.4).generator is G.generator  # shared weights
-    assert G.options() == dict(truncation=1.0, stats_rule="reference")
+    assert G.options() == dict(truncation=1.0, stats_rule="reference", z_scale=1.0)
     # z is used as given: scaling z is not the same as the truncation option
     assert (G(0.4 * z, c, truncation=0.4) - x4).abs().max() > 1e-3
+
+
+def test_z_scale_option_multiplies_z_and_the_authors_recipe_is_truncation_1_and_z_times_0_9(G):
+    z, c = latents(3)
+    Ga = G.with_options(z_scale=0.9)
+    assert torch.equal(Ga(z, c), G(0.9 * z, c)) and Ga.generator is G.generator
+    assert AUTHORS_RECIPE == {"truncation": 1.0, "z_scale": 0.9}
+    authors = G.with_options(truncation=0.4).with_options(**AUTHORS_RECIPE)
+    assert authors.options() == dict(truncation=1.0, stats_rule="reference", z_scale=0.9)
+    assert torch.equal(authors(z, c), G(0.9 * z, c, truncation=1.0))
+    both = G.with_options(truncation=0.5, z_scale=0.5)  # option and call-time truncation alike
+    assert torch.equal(both(z, c), G(0.5 * z, c, truncation=0.5))
+    assert fingerprint(Ga) != fingerprint(G)  # the option is part of what G computes
+    for bad in (0.0, -1.0, float("nan"), True, "0.9"):
+        with pytest.raises(ValueError, match="z_scale"):
+            G.with_options(z_scale=bad)
+
+
+def test_generate_gives_biggan_its_classes_and_refuses_psi_pointing_to_truncation(G):
+    from magnet_lab import models
+
+    z, c = latents(4)
+    labels = c.argmax(1)
+    torch.testing.assert_close(models.generate(G, z, labels=labels, batch_size=3),
+                               G(z, c).clamp(-1, 1).float())
+    torch.testing.assert_close(models.generate(G.with_options(z_scale=0.9), z, labels=labels),
+                               G(0.9 * z, c).float())
+    with pytest.raises(ValueError, match="truncation is a run option"):
+        models.generate(G, z, labels=labels, psi=0.7)
+    with pytest.raises(ValueError, match="truncation is a run option"):
+        models.truncate(G, z, 0.7)
+    with pytest.raises(ValueError, match="class-conditional"):
+        models.generate(G, z)
+    with pytest.raises(ValueError, match=r"in \[0, 3\)"):
+        models.generate(G, z, labels=torch.tensor([0, 1, 2, 3]))
 
 
 def test_stats_rule_reference_reverses_interpolation_weights_and_lands_below_some_grid_values():
@@ -340,3 +375,21 @@ def test_loaded_biggan_draws_candidates_from_the_truncated_normal_scaled_by_its_
     assert drawn.z.abs().max() <= 0.8 and drawn.z.abs().max() > 0.78
     assert set(drawn.labels.tolist()) == set(range(BIGGAN_TINY["num_classes"]))
     assert isinstance(latent.spec_of(magnet_lab.load_generator("fmnist-dcgan")).law, latent.GaussianLaw)
+
+
+def test_the_authors_recipe_loads_through_the_registry_and_keeps_the_unscaled_law(tmp_path):
+    """load_generator(folder, **AUTHORS_RECIPE): truncation 1, z × 0.9 inside G; candidates stay
+    truncnorm(−2, 2) (scale 1) and the recipe is the spec's run options (what a bank records)."""
+    from magnet_lab import latent
+
+    write_biggan_folder(randomise_biggan(BigGANDeep(**BIGGAN_TINY)), tmp_path / "bg")
+    plain = magnet_lab.load_generator(tmp_path / "bg")
+    G = magnet_lab.load_generator(tmp_path / "bg", **AUTHORS_RECIPE)
+    spec = latent.spec_of(G)
+    assert spec.law == latent.TruncatedNormalLaw(bound=2.0, scale=1.0)
+    assert spec.run_options == AUTHORS_RECIPE and G.options()["z_scale"] == 0.9
+    z, c = latents(2, dtype=torch.float32)
+    assert torch.equal(G(z, c), plain(0.9 * z, c))
+    assert fingerprint(G) != fingerprint(plain)
+    with pytest.raises(ValueError, match="z_scale"):
+        magnet_lab.load_generator(tmp_path / "bg", z_scale=-0.9)

@@ -351,6 +351,22 @@ def test_generate_passes_each_latents_class_to_a_conditional_generator():
     torch.testing.assert_close(s.images(G, vb, 4), models.generate(G, z, labels=labels))
 
 
+def test_generate_on_a_conditional_stylegan2_passes_one_hot_classes_and_truncates_in_w():
+    from builders import conditional_stylegan2
+
+    G = conditional_stylegan2(c_dim=3)
+    z = torch.randn(4, 8, generator=torch.Generator().manual_seed(0))
+    labels = torch.tensor([2, 0, 1, 2])
+    c = torch.nn.functional.one_hot(labels, 3).float()
+    torch.testing.assert_close(models.generate(G, z, labels=labels), G(z, c).clamp(-1, 1))
+    torch.testing.assert_close(models.generate(G, z, labels=labels, psi=0.5),
+                               G(z, c, psi=0.5).clamp(-1, 1))
+    other = models.generate(G, z, labels=(labels + 1) % 3)
+    assert (other - models.generate(G, z, labels=labels)).abs().max() > 1e-3  # the class matters
+    with pytest.raises(ValueError, match="class-conditional"):
+        models.generate(G, z, psi=0.5)
+
+
 def test_kl_to_uniform_and_ratio_closed_forms():
     assert attributes.kl_to_uniform(torch.full((4,), 0.25)) == pytest.approx(0, abs=1e-15)
     assert attributes.kl_to_uniform(torch.tensor([1.0, 0, 0, 0])) == pytest.approx(math.log(4))

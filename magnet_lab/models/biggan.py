@@ -37,8 +37,11 @@ so they get the statistics of the previous grid value (0.56, 0.92). ``stats_rule
 the plain linear interpolation (``means[i]·(1 − f) + means[i+1]·f``); the two agree on every grid
 value where t / step is exact (0.4, 0.7, 1.0, ...). **The truncation option never scales z:** as
 in the reference (``truncated_noise_sample`` returns ``truncation · truncnorm(−2, 2)``), drawing
-and scaling z is the caller's job. The MaGNET authors' BigGAN samples are ``G(0.9·z, c)`` with
-``truncation=1``.
+and scaling z is the caller's job. The run option ``z_scale`` (default 1) multiplies z inside the forward pass,
+``G(z, c) = G_1(z_scale · z, c)``; the MaGNET authors' BigGAN samples are ``G(0.9·z, c)`` with
+``truncation=1``, the named recipe ``AUTHORS_RECIPE`` (``load_generator(folder,
+**AUTHORS_RECIPE)``), so that candidates keep the law ``truncnorm(−2, 2)`` and the bank's
+Jacobians are those of the map that is sampled, z ↦ G(0.9·z, c).
 
 It is **not piecewise affine in z**, even for a fixed class: z enters every conditional batch
 norm's gain (products of z-dependent terms), the attention is a softmax and the output a tanh;
@@ -53,6 +56,7 @@ Use::
     c = G.one_hot(torch.tensor([207, 207]))                          # [2, 1000]
     img = G(0.4 * z, c, truncation=0.4)                              # [2, 3, 256, 256] in [-1, 1]
     Gt = G.with_options(truncation=0.4)                              # Gt(z, c) uses its stats
+    Ga = G.with_options(**AUTHORS_RECIPE)                            # Ga(z, c) = G(0.9 z, c)
 """
 from __future__ import annotations
 
@@ -68,9 +72,13 @@ from torch import Tensor, nn
 
 from ..validation import is_transformed
 
-__all__ = ["BigGANDeep", "BigGANDeepConfig", "RELEASED_CONFIGS", "STATS_RULES", "stats_weights"]
+__all__ = ["AUTHORS_RECIPE", "BigGANDeep", "BigGANDeepConfig", "RELEASED_CONFIGS", "STATS_RULES",
+           "stats_weights"]
 
 STATS_RULES = ("reference", "linear")
+# The MaGNET authors' BigGAN-deep recipe (their demo): samples G(0.9 · z, c) with the model's
+# truncation input at 1 and z from truncnorm(-2, 2); run options for load_generator/with_options.
+AUTHORS_RECIPE: dict[str, float] = {"truncation": 1.0, "z_scale": 0.9}
 
 
 def _released(output_dim: int, mults: list[int]) -> dict[str, Any]:
@@ -393,6 +401,7 @@ class BigGANDeep(nn.Module):
         # run options: what a plain G(z, c) uses (set them with with_options)
         self.truncation: float = 1.0
         self.stats_rule: str = "reference"
+        self.z_scale: float = 1.0
 
     # -- configuration and run options ---------------------------------------------------------
 
@@ -403,20 +412,28 @@ class BigGANDeep(nn.Module):
 
     def options(self) -> dict[str, Any]:
         """The run options ``G(z, c)`` uses: ``truncation`` (selects the batch-norm statistics;
-        does not scale z) and ``stats_rule`` ("reference" or "linear")."""
-        return dict(truncation=self.truncation, stats_rule=self.stats_rule)
+        does not scale z), ``stats_rule`` ("reference" or "linear") and ``z_scale`` (z is
+        multiplied by it inside the forward pass; 0.9 in ``AUTHORS_RECIPE``). They enter
+        ``models.fingerprint``, hence a bank's identity."""
+        return dict(truncation=self.truncation, stats_rule=self.stats_rule, z_scale=self.z_scale)
 
     def with_options(self, **options: Any) -> "BigGANDeep":
         """A shallow copy of G sharing its parameters and buffers whose plain call ``G(z, c)``
-        uses the given run options (``truncation`` in (0, 1]; ``stats_rule``: reference/linear);
-        the others stay as in G. Raises ValueError for an unknown option or a bad value."""
+        uses the given run options (``truncation`` in (0, 1]; ``stats_rule``: reference/linear;
+        ``z_scale`` finite and positive, e.g. ``**AUTHORS_RECIPE``); the others stay as in G.
+        Raises ValueError for an unknown option or a bad value."""
         unknown = sorted(set(options) - set(self.options()))
         if unknown:
             raise ValueError(f"unknown option(s) {unknown}; known: {sorted(self.options())}")
         merged = {**self.options(), **options}
         stats_weights(merged["truncation"], self.cfg.n_stats, merged["stats_rule"])  # checks
+        scale = merged["z_scale"]
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not (
+                math.isfinite(scale) and scale > 0):
+            raise ValueError(f"z_scale must be a finite positive number, got {scale!r}")
         G = copy.copy(self)
-        G.__dict__.update(truncation=float(merged["truncation"]), stats_rule=merged["stats_rule"])
+        G.__dict__.update(truncation=float(merged["truncation"]), stats_rule=merged["stats_rule"],
+                          z_scale=float(scale))
         return G
 
     def one_hot(self, labels: Tensor | list[int] | int) -> Tensor:
@@ -461,12 +478,15 @@ class BigGANDeep(nn.Module):
         """Images ``[B, img_channels, R, R]`` in [-1, 1] of latents ``z [B, z_dim]`` and class
         vectors ``c [B, num_classes]`` (a single ``z [z_dim]``, ``c [num_classes]`` gives
         ``[img_channels, R, R]``). ``truncation`` (None: G's run option, default 1) selects the
-        batch-norm statistics only; z is used as given. Raises TypeError/ValueError for a
+        batch-norm statistics only; z is used as given, times G's run option ``z_scale``
+        (default 1). Raises TypeError/ValueError for a
         missing c, a wrong type, dtype or shape of z or c, non-finite values, or a truncation
         outside (0, 1]."""
         t = self.truncation if truncation is None else truncation
         weights = stats_weights(t, self.cfg.n_stats, self.stats_rule)
         z, c, single = self._inputs(z, c)
+        if self.z_scale != 1.0:
+            z = z * self.z_scale  # the authors' recipe: G(0.9 z, c)
         cond = torch.cat([z, self.embeddings(c)], dim=1)  # (B, 2·z_dim)
         img = self.generator(cond, weights)
         return img[0] if single else img
