@@ -80,6 +80,26 @@ def show_images(ax, images: torch.Tensor, nrow: int = 8, title: str | None = Non
         ax.set_title(title)
 
 
+def panel_grid(n: int, *, ncol: int = 5, panel_size: tuple[float, float] = (3.3, 3.1)):
+    """A matplotlib figure of ``n`` panels on a grid of at most ``ncol`` columns (as many rows as
+    needed), each ``panel_size`` inches, spaced for titles and axis labels; the grid's unused
+    cells are hidden. Returns ``(fig, axes)``, ``axes`` the list of the ``n`` panels in row
+    order. Raises ValueError for ``n`` or ``ncol`` below 1."""
+    import matplotlib.pyplot as plt
+
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1 or isinstance(ncol, bool) \
+            or not isinstance(ncol, int) or ncol < 1:
+        raise ValueError(f"n and ncol must be positive ints, got n={n!r}, ncol={ncol!r}")
+    ncol = min(ncol, n)
+    nrow = -(-n // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(panel_size[0] * ncol, panel_size[1] * nrow),
+                             squeeze=False, gridspec_kw=dict(hspace=0.55, wspace=0.4))
+    flat = list(axes.flat)
+    for ax in flat[n:]:
+        ax.set_axis_off()
+    return fig, flat[:n]
+
+
 def ci_err(value, lo, hi) -> np.ndarray:
     """Error-bar lengths ``[2, n]`` for matplotlib from values and CI bounds (arrays ``[n]``).
 

@@ -24,7 +24,7 @@ from .models.biggan import BigGANDeep
 from .models.readers import (WEIGHT_SUFFIXES, biggan_folder, build_model, check_finite_state,
                              identify, load_checkpoint, read_generator, safetensors_file,
                              sidecar_path)
-from .models.fmnist import FmnistClassifier, FmnistDCGAN, FmnistStyleGAN2
+from .models.fmnist import FmnistBigGAN, FmnistClassifier, FmnistDCGAN, FmnistStyleGAN2
 from .models.stylegan2 import StyleGAN2Generator
 from .models.stylegan3 import StyleGAN3Generator
 
@@ -35,9 +35,11 @@ ARCHITECTURES: dict[str, type[nn.Module]] = {
     "FmnistStyleGAN2": FmnistStyleGAN2,
     "BigGANDeep": BigGANDeep,
     "StyleGAN3Generator": StyleGAN3Generator,
+    "FmnistBigGAN": FmnistBigGAN,
 }
 GENERATORS: dict[str, str] = {"fmnist-dcgan": "fmnist-dcgan.safetensors",
-                              "fmnist-stylegan2": "fmnist-stylegan2.safetensors"}
+                              "fmnist-stylegan2": "fmnist-stylegan2.safetensors",
+                              "fmnist-biggan": "fmnist-biggan.safetensors"}
 CLASSIFIERS: dict[str, str] = {"fmnist": "fmnist-classifier.safetensors"}
 
 

@@ -550,3 +550,246 @@ def train_stylegan2(seed: int = 0, steps: int = 8000, *, batch_size: int = 32, z
                                "shipped_step": int(chosen["step"])}
     log(f"stylegan2: {last_step} steps in {train_time:.0f}s")
     return G_ema, record
+
+
+# ---------------------------------------------------------------------------------------------
+# The embedded class-conditional BigGAN-deep
+
+
+def conditional_quality(G: nn.Module, classifier: nn.Module, real_feats: torch.Tensor, *,
+                        n_per_class: int = 50, seed: int = 1, n_boot: int = 100) -> dict:
+    """A cheap quality record of a class-conditional generator during training: ``n_per_class``
+    images of each of its classes (``class_quality.class_images``, its latent law), the
+    classifier's agreement with the requested class per class (``"agreement"`` [n_classes],
+    with ``"agreement_mean"``/``"agreement_min"``), and precision, recall, coverage and FID with
+    95 % bootstrap CIs of all of them against ``real_feats [N, F]`` (a class-balanced real
+    reference) in the classifier's feature space (``"metrics"``, as ``quality_line`` prints)."""
+    from . import bootstrap, class_quality, features, latent
+
+    n_classes = latent.spec_of(G).n_classes
+    images, labels = class_quality.class_images(G, list(range(n_classes)), n_per_class,
+                                                seed=seed)  # [K·n, 1, 28, 28], [K·n]
+    pred = predict(classifier, images)  # [K·n]
+    agree = [float((pred[labels == c] == c).double().mean()) for c in range(n_classes)]
+    feats = features.extract_features(classifier, images)  # [K·n, F]
+    cis = bootstrap.bootstrap_ci(real_feats, feats, n_boot=n_boot, seed=seed,
+                                 metrics=("precision", "recall", "coverage", "fid"))
+    return {"metrics": {m: {k: float(v[k]) for k in ("value", "lo", "hi")}
+                        for m, v in cis.items()},
+            "agreement": agree, "agreement_mean": sum(agree) / n_classes,
+            "agreement_min": min(agree), "n_per_class": int(n_per_class), "seed": int(seed),
+            "n_boot": int(n_boot)}
+
+
+def balanced_test_reference(classifier: nn.Module, *, n_per_class: int = 200,
+                            root: str | Path | None = None) -> torch.Tensor:
+    """Classifier features ``[10·n_per_class, F]`` (float64) of the first ``n_per_class`` test
+    images of each class: the class-balanced real reference of ``conditional_quality``."""
+    images, labels = fdata.fashion_mnist("test", root)
+    idx = torch.cat([torch.nonzero(labels == c).flatten()[:n_per_class] for c in range(10)])
+    from . import features
+
+    return features.extract_features(classifier, fdata.to_model_range(images[idx]))
+
+
+def save_class_grid(G: nn.Module, path: str | Path, *, n_per_class: int = 10, seed: int = 0
+                    ) -> Path:
+    """Save a grid PNG of a class-conditional generator: one row per class, ``n_per_class``
+    seeded samples each (``class_quality.class_images``)."""
+    from torchvision.utils import save_image
+
+    from . import class_quality, latent
+
+    classes = list(range(latent.spec_of(G).n_classes))
+    x, _ = class_quality.class_images(G, classes, n_per_class, seed=seed)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image((x + 1) / 2, str(path), nrow=n_per_class, padding=2, pad_value=0.5)
+    return path
+
+
+def _eval_biggan(G_twin: nn.Module, *, n_samples: int, seed: int, indices: list[int] | None,
+                 power_iterations: int = 10) -> nn.Module:
+    """The eval-only ``FmnistBigGAN`` of a copy of the training twin: a few power iterations on
+    its own weights (an EMA's u, v are the trained G's), then standing statistics for
+    ``indices`` (None: all truncations), then σ folded; with its latent spec attached."""
+    import copy
+
+    from . import latent
+    from .models.biggan_training import power_iterate, standing_statistics
+    from .models.fmnist import FmnistBigGAN
+
+    twin = copy.deepcopy(G_twin)
+    power_iterate(twin, power_iterations)
+    standing_statistics(twin, n_samples=n_samples, seed=seed, indices=indices)
+    G = twin.export(FmnistBigGAN)
+    G.latent_spec = latent.LatentSpec(latent.TruncatedNormalLaw(2.0, 1.0), G.z_dim,
+                                      n_classes=G.c_dim)
+    return G
+
+
+def train_biggan(seed: int = 0, steps: int = 100_000, *, minutes: float | None = None,
+                 batch_size: int = 64, config: dict | None = None, d_channel_width: int = 16,
+                 g_lr: float = 1e-4, d_lr: float = 4e-4, betas: tuple[float, float] = (0.0, 0.999),
+                 d_steps: int = 1, ema_decay: float = 0.999, stats_samples: int = 1000,
+                 threads: int | None = 2, spec: fdata.ImbalanceSpec = fdata.DEFAULT_IMBALANCE,
+                 split_seed: int = 0, root: str | Path | None = None,
+                 state_path: str | Path | None = None, save_every: int = 100,
+                 log: Callable[[str], None] = print, log_every: int = 50,
+                 eval_every: int | None = None,
+                 evaluate: Callable[[nn.Module], dict] | None = None,
+                 snapshot_dir: str | Path | None = None) -> tuple[nn.Module, dict]:
+    """Fit the embedded class-conditional BigGAN-deep (``FmnistBigGAN``: our ``BigGANDeep`` at
+    32×32, cropped to 28×28; ``config`` overrides fields of ``models.fmnist.FMNIST_BIGGAN``) on
+    the imbalanced split padded to 32×32 with the class as condition, by BigGAN's recipe at a
+    small scale: the train-mode twin (``models.biggan_training.TrainableBigGANDeep``: batch
+    statistics, live spectral norm), a spectrally normalised projection discriminator
+    (``d_channel_width``), the hinge loss, ``d_steps`` discriminator steps per generator step,
+    Adam (``g_lr``, ``d_lr``, ``betas``), z ~ N(0, I) in training, and an exponential moving
+    average of G's weights (decay ``min(ema_decay, (1 + step) / (10 + step))``). Real images
+    are drawn at the split's class frequencies and the fakes carry the real batch's classes;
+    the last discriminator step's fakes (made with gradients) also serve the generator step,
+    scored by the updated discriminator, which saves one generator pass per step.
+    Training stops after ``steps`` steps or once the training time passes ``minutes``; the EMA
+    generator is then exported with standing statistics for every truncation
+    (``stats_samples`` latents each) and returned in eval mode with the record.
+    ``state_path`` keeps a resumable training state (written atomically every ``save_every``
+    steps and at the end; read with ``torch.load(weights_only=True)``): rerunning the same
+    call continues from it, bit-identically at the same thread count, and the wall budget
+    counts the time of every run. Every ``eval_every`` steps ``evaluate(G)`` (e.g.
+    ``conditional_quality``; run under a forked RNG) scores an eval-only copy of the EMA
+    generator with standing statistics at truncation 1 (written to
+    ``snapshot_dir/ema-<step>.safetensors`` when given) into ``record["quality_curve"]``."""
+    from . import provenance
+    from .models.biggan_training import ProjectionDiscriminator, TrainableBigGANDeep, d_hinge_loss
+    from .models.fmnist import FMNIST_BIGGAN
+
+    t0 = time.time()
+    images, labels = fdata.fashion_mnist("train", root)
+    idx = fdata.imbalanced_split(labels, spec=spec, seed=split_seed)
+    x_all = pad_to(fdata.to_model_range(images[idx]), 32)  # [M, 1, 32, 32]
+    split_labels = labels[idx]  # [M]
+    g_config = {**FMNIST_BIGGAN, **(config or {})}
+    with reproducible(seed, threads):
+        G = TrainableBigGANDeep(**g_config)
+        D = ProjectionDiscriminator(G.img_channels, G.cfg.output_dim, d_channel_width, G.c_dim)
+        G_ema = TrainableBigGANDeep(**g_config)
+        G_ema.load_state_dict(G.state_dict())
+        G_ema.requires_grad_(False)
+        gen_data = torch.Generator().manual_seed(int(seed) + 1)
+        gen_z = torch.Generator().manual_seed(int(seed) + 2)
+        opt_g = torch.optim.Adam(G.parameters(), lr=g_lr, betas=betas, eps=1e-8)
+        opt_d = torch.optim.Adam(D.parameters(), lr=d_lr, betas=betas, eps=1e-8)
+        start, history, perm, pos = 0, [], torch.randperm(len(x_all), generator=gen_data), 0
+        evaluations: list[dict] = []
+        state_path = Path(state_path) if state_path else None
+        if state_path is not None and state_path.is_file():
+            st = torch.load(state_path, map_location="cpu", weights_only=True)
+            G.load_state_dict(st["G"]), D.load_state_dict(st["D"]), G_ema.load_state_dict(st["G_ema"])
+            opt_g.load_state_dict(st["opt_g"]), opt_d.load_state_dict(st["opt_d"])
+            gen_data.set_state(st["gen_data"]), gen_z.set_state(st["gen_z"])
+            torch.set_rng_state(st["torch_rng"])
+            start, history, perm, pos = int(st["step"]), st["history"], st["perm"], int(st["pos"])
+            evaluations = list(st.get("evaluations", []))
+            t0 -= float(st.get("elapsed_s", 0.0))  # training time accumulates over resumes
+            log(f"biggan: resumed from {state_path} at step {start}")
+        G.train(), D.train(), G_ema.train()
+        eye = torch.eye(G.c_dim)  # one-hot rows
+        acc = {"loss_d": 0.0, "loss_g": 0.0, "d_real": 0.0, "d_fake": 0.0, "n": 0}
+        step = start
+        out_of_time = minutes is not None and time.time() - t0 >= 60 * minutes
+        while step < steps and not out_of_time:
+            step += 1
+            for i in range(d_steps):
+                if pos + batch_size > len(perm):
+                    perm, pos = torch.randperm(len(x_all), generator=gen_data), 0
+                batch = perm[pos:pos + batch_size]
+                pos += batch_size
+                real, c = x_all[batch], eye[split_labels[batch]]  # [B, 1, 32, 32], [B, K]
+                z = torch.randn(batch_size, G.z_dim, generator=gen_z)  # [B, z_dim]
+                with torch.set_grad_enabled(i == d_steps - 1):  # the last fakes serve G too
+                    fake = G(z, c)  # [B, 1, 32, 32]
+                d_real, d_fake = D(real, c), D(fake.detach(), c)  # [B], [B]
+                loss_d = d_hinge_loss(d_real, d_fake)
+                opt_d.zero_grad(set_to_none=True)
+                loss_d.backward()
+                opt_d.step()
+            # generator: -mean D(G(z), c) on the last fakes, against the updated D
+            D.requires_grad_(False)
+            loss_g = -D(fake, c).mean()
+            opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            opt_g.step()
+            D.requires_grad_(True)
+            _ema_update(G_ema, G, min(ema_decay, (1 + step) / (10 + step)))
+            acc["loss_d"] += float(loss_d.detach())
+            acc["loss_g"] += float(loss_g.detach())
+            acc["d_real"] += float(d_real.detach().mean())
+            acc["d_fake"] += float(d_fake.detach().mean())
+            acc["n"] += 1
+            out_of_time = minutes is not None and time.time() - t0 >= 60 * minutes
+            if step % log_every == 0 or step == steps or out_of_time:
+                row = {"step": step, **{k: acc[k] / acc["n"] for k in
+                                        ("loss_d", "loss_g", "d_real", "d_fake")},
+                       "elapsed_s": round(time.time() - t0, 1)}
+                history.append(row)
+                log(f"biggan step {step}/{steps} loss_d {row['loss_d']:.3f} "
+                    f"loss_g {row['loss_g']:.3f} D(real) {row['d_real']:.2f} "
+                    f"D(fake) {row['d_fake']:.2f} ({time.time() - t0:.0f}s)")
+                acc = {k: 0.0 for k in acc}
+            if evaluate is not None and eval_every and step % eval_every == 0:
+                with torch.random.fork_rng(devices=[]):
+                    G_eval = _eval_biggan(G_ema, n_samples=500, seed=int(seed) + 3,
+                                          indices=[G.cfg.n_stats - 1])
+                    quality = evaluate(G_eval)
+                evaluations.append({"step": step, "quality": quality,
+                                    "elapsed_s": round(time.time() - t0, 1)})
+                if snapshot_dir is not None:
+                    _write_snapshot(G_eval, Path(snapshot_dir) / f"ema-{step:06d}.safetensors")
+                log(f"biggan step {step}: " + quality_line(quality)
+                    + (f", agreement mean {quality['agreement_mean']:.3f} min "
+                       f"{quality['agreement_min']:.3f}" if "agreement_mean" in quality else ""))
+            if state_path is not None and (step % save_every == 0 or step == steps or out_of_time):
+                provenance.write_bytes_atomic(state_path, _state_bytes({
+                    "G": G.state_dict(), "D": D.state_dict(), "G_ema": G_ema.state_dict(),
+                    "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
+                    "gen_data": gen_data.get_state(), "gen_z": gen_z.get_state(),
+                    "torch_rng": torch.get_rng_state(), "step": step, "history": history,
+                    "perm": perm, "pos": pos, "elapsed_s": time.time() - t0,
+                    "evaluations": evaluations}))
+        train_time = time.time() - t0
+        t_stats = time.time()
+        G_out = _eval_biggan(G_ema, n_samples=stats_samples, seed=int(seed) + 4, indices=None)
+        stats_time = time.time() - t_stats
+    log(f"biggan: {step} steps in {train_time:.0f}s; standing statistics for "
+        f"{G.cfg.n_stats} truncations in {stats_time:.0f}s")
+    record = {
+        "architecture": "FmnistBigGAN", "kwargs": G_out.config(), "kind": "generator",
+        "output": "[B, 1, 28, 28] (32×32 synthesis, 2-pixel crop) in [-1, 1]; G(z, c) with "
+                  "one-hot c [B, 10]",
+        "latent": "z ~ truncation · truncnorm(-2, 2)^z_dim at run time (the batch-norm "
+                  "statistics of that truncation: G.with_options(truncation=t)); "
+                  "z ~ N(0, I) in training",
+        "conditioning": "class (10 Fashion-MNIST classes), one-hot",
+        "run_options": G_out.options(),
+        "seed": int(seed), "steps": int(step), "batch_size": batch_size, "d_steps": d_steps,
+        "minutes_budget": minutes,
+        "loss": "hinge (BigGAN)",
+        "optimizer": {"name": "Adam", "g_lr": g_lr, "d_lr": d_lr, "betas": list(betas),
+                      "eps": 1e-8},
+        "ema": {"decay": ema_decay, "warmup": "min(decay, (1 + step) / (10 + step))"},
+        "spectral_norm": "every G layer but the class embedding, every D layer; one power "
+                         "iteration per forward in training; 10 more on the EMA weights before "
+                         "folding",
+        "standing_statistics": {"truncations": G.cfg.n_stats, "samples_each": stats_samples,
+                                "law": "t · truncnorm(-2, 2), classes balanced",
+                                "time_s": round(stats_time, 1)},
+        "class_sampling": "reals at the split's frequencies; fakes carry the real batch's "
+                          "classes; the last D step's fakes serve the G step",
+        "discriminator": {"architecture": "ProjectionDiscriminator", "kwargs": D.config()},
+        **_run_record("train, imbalanced_split, padded to 32x32", spec, split_seed, split_labels,
+                      threads, train_time, history),
+    }
+    if evaluations:
+        record["quality_curve"] = evaluations
+    return G_out, record

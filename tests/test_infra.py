@@ -152,7 +152,7 @@ def test_notebooks_are_clean_and_start_with_a_parameters_cell():
     import nbformat
 
     books = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-    assert [b.stem[:2] for b in books] == ["00", "01", "02", "03", "04"]
+    assert [b.stem[:2] for b in books] == ["00", "01", "02", "03", "04", "05"]
     for book in books:
         nb = nbformat.read(book, as_version=4)
         code = [c for c in nb.cells if c.cell_type == "code"]

@@ -89,7 +89,7 @@ def _notebook_problems(path: Path) -> list[str]:
 
 def test_notebooks_are_calls_into_the_package_plus_plots():
     books = reports.notebooks()
-    assert [b.stem[:2] for b in books] == ["00", "01", "02", "03", "04"]
+    assert [b.stem[:2] for b in books] == ["00", "01", "02", "03", "04", "05"]
     problems = [p for book in books for p in _notebook_problems(book)]
     assert not problems, "\n".join(problems)
 
@@ -557,3 +557,117 @@ def test_nb03_refuses_a_stylegan3_pickle_in_one_line_before_building_a_bank(nb02
     assert "03_rho_sweep.ipynb failed" in err and "makes [3, 16, 16] images" in err
     assert "notebook 02" in err and err.count("\n") == 1
     assert sorted((Path(os.environ["MAGNET_LAB_CACHE_DIR"]) / "banks").iterdir()) == banks
+
+
+# ----------------------------------------------------------------- 05, per class
+
+TINY_FMNIST_BIGGAN = dict(output_dim=32, z_dim=6, class_embed_dim=6, channel_width=4,
+                          num_classes=10, layers=[[True, 2, 2], [True, 2, 1], [True, 1, 1]],
+                          attention_layer_position=1, eps=1e-4, n_stats=51, img_channels=1)
+
+
+@pytest.fixture(scope="module")
+def nb05(output_dirs, tmp_path_factory):
+    """Notebook 05 on a tiny class-conditional BigGAN of the embedded model's architecture (random
+    weights, 32×32 cropped to 28×28, 10 classes), scored by the embedded classifier."""
+    from magnet_lab.models.fmnist import FmnistBigGAN
+    from magnet_lab.models.readers import save_checkpoint
+
+    from builders import randomise_biggan
+
+    G = randomise_biggan(FmnistBigGAN(**TINY_FMNIST_BIGGAN))
+    path = tmp_path_factory.mktemp("biggan") / "tiny-fmnist-biggan.safetensors"
+    save_checkpoint(G, path, {"architecture": "FmnistBigGAN", "kwargs": G.config()})
+    return reports.run_notebook("05", {"smoke": True, "seed": 0, "generator": str(path),
+                                       "top_k": 4}, out_dir=output_dirs / "reports-05")
+
+
+def test_nb05_draws_equal_counts_per_class_with_each_class_bank_weights(nb05):
+    from magnet_lab import bank, sampling
+
+    p = nb05["parameters"]
+    classes, n = nb05["generator"]["classes"], p["n_per_class"]
+    assert classes == list(range(10)) and nb05["generator"]["image_shape"] == [1, 28, 28]
+    assert set(nb05["draws"]) == {str(c) for c in classes}
+    for c in classes:
+        by = nb05["draws"][str(c)]
+        assert set(by) == {f"rho={r:g}" for r in p["rhos"]}
+        for name, rec in by.items():
+            assert rec["n"] == rec["n_distinct"] == n, (c, name)  # equal counts, no repeats
+            assert 0 < rec["ess_fraction"] <= 1 + 1e-12
+            m = rec["mean_log_volume"]
+            assert math.isfinite(m["value"]) and m["lo"] <= m["hi"]
+        assert by["rho=0"]["ess_fraction"] == pytest.approx(1.0)  # equal weights within a class
+    vb = bank.VolumeBank.load(nb05["banks"]["per_class"]["7"]["path"])  # one bank per class
+    assert len(vb) == p["n_candidates"] and vb.labels.unique().tolist() == [7]
+    for name, rec in nb05["draws"]["7"].items():
+        log_w = sampling.log_weights(vb.log_sv, rec["sampler"]["rho"], top_k=p["top_k"])
+        assert rec["ess_fraction"] == pytest.approx(sampling.ess_fraction(log_w), rel=1e-9)
+    # positive ρ draws higher volumes than negative ρ, class by class on average
+    mean = {r: sum(nb05["draws"][str(c)][f"rho={r:g}"]["mean_log_volume"]["value"]
+                   for c in classes) / len(classes) for r in (-1.0, 1.0)}
+    assert mean[1.0] > mean[-1.0]
+
+
+def test_nb05_scores_every_class_at_every_rho_and_truncation(nb05, output_dirs):
+    p = nb05["parameters"]
+    settings = {f"rho={r:g}" for r in p["rhos"]} | {f"truncation={t:g}" for t in p["truncations"]}
+    assert nb05["reference"]["dataset"] == "fashion-mnist" and nb05["reference"]["split"] == "test"
+    assert set(nb05["quality"]) == {str(c) for c in range(10)}
+    for c, by in nb05["quality"].items():
+        assert set(by) == settings, c
+        assert nb05["reference"]["n_per_class"][c] == 1000  # the class's test images
+        for name, q in by.items():
+            assert q["n"] == p["n_per_class"], (c, name)  # equal counts per class
+            for m in ("precision", "recall", "coverage", "agreement"):
+                v = q["agreement"] if m == "agreement" else q["metrics"][m]
+                assert 0 <= v["value"] <= 1 and 0 <= v["lo"] <= v["hi"] <= 1, (c, name, m)
+            fid = q["metrics"]["fid"]
+            assert math.isfinite(fid["value"]) and 0 <= fid["lo"] <= fid["hi"], (c, name)
+            assert sum(q["predicted"]) == q["n"]
+    # one cell recomputed from the bank: class 7's MaGNET draw, its images, their quality
+    import magnet_lab
+    from magnet_lab import bank, class_quality, experiment, models
+
+    G, C = magnet_lab.load_generator(p["generator"]), magnet_lab.load_classifier("fmnist")
+    vb = bank.VolumeBank.load(nb05["banks"]["per_class"]["7"]["path"])
+    idx = experiment.Sampler("rho=1", rho=1.0, top_k=p["top_k"], seed=p["seed"] + 1).indices(
+        vb, p["n_per_class"])
+    images = models.generate(G, vb.latents[idx], labels=vb.labels[idx])
+    real = class_quality.real_features_by_class(C, classes=[7])
+    again = class_quality.per_class_quality(images, vb.labels[idx], real, C, seed=p["seed"],
+                                            n_boot=p["n_boot"])[7]
+    got = nb05["quality"]["7"]["rho=1"]
+    assert got["predicted"] == again["predicted"] and got["agreement"] == again["agreement"]
+    for m, v in again["metrics"].items():  # images batched otherwise: float rounding only
+        for k in ("value", "lo", "hi"):
+            assert got["metrics"][m][k] == pytest.approx(v[k], rel=1e-5, abs=1e-7), (m, k)
+    for c, s in nb05["summary"].items():
+        assert s["ess_fraction_plain"] == pytest.approx(1.0)
+        fid = s["fid"]
+        assert fid["change"] == pytest.approx(fid["magnet"]["value"] - fid["plain"]["value"])
+        assert fid["plain"] == nb05["quality"][c]["rho=0"]["metrics"]["fid"]
+    for stem in ("05_ess_per_class", "05_frontier_per_class", "05_fid_agreement_per_class",
+                 "05_samples_per_class"):
+        for ext in ("png", "pdf", "json"):
+            assert (output_dirs / "figures" / f"{stem}.{ext}").stat().st_size > 0, stem
+
+
+def test_nb05_on_a_biggan_folder_skips_the_metrics_and_says_why(output_dirs, tmp_path_factory):
+    """A user's BigGAN-deep folder (pytorch-pretrained-biggan's format; here a tiny RGB one with
+    3 classes): banks, draws, ESS and grids per class; no per-class reference, said so."""
+    from magnet_lab.models.biggan import AUTHORS_RECIPE, BigGANDeep
+
+    from builders import BIGGAN_TINY, randomise_biggan, write_biggan_folder
+
+    folder = tmp_path_factory.mktemp("biggan-folder") / "tiny-biggan-deep"
+    write_biggan_folder(randomise_biggan(BigGANDeep(**BIGGAN_TINY)), folder)
+    res = reports.run_notebook("05", {"smoke": True, "seed": 0, "generator": str(folder),
+                                      "top_k": 3, "classes": [2, 0], "authors_recipe": True},
+                               out_dir=output_dirs / "reports-05-folder")
+    assert res["generator"]["classes"] == [2, 0] and res["generator"]["options"] == AUTHORS_RECIPE
+    assert res["generator"]["image_shape"] == [3, 16, 16]
+    assert "per-class real reference" in res["reference"]["skipped"] and res["quality"] == {}
+    assert set(res["draws"]) == {"2", "0"} and set(res["summary"]) == {"2", "0"}
+    assert all("fid" not in s for s in res["summary"].values())
+    assert res["draws"]["0"]["rho=0"]["ess_fraction"] == pytest.approx(1.0)

@@ -11,8 +11,9 @@ from torch import nn
 
 from magnet_lab import attributes, bootstrap, experiment, plots, sampling
 from magnet_lab.models import generate
-from magnet_lab.studies import (attribute_shift, estimator_agreement, real_reference, records,
-                                sweep_evaluation, toy_uniformity, verdicts, volume_shift)
+from magnet_lab.studies import (attribute_shift, estimator_agreement, per_class_polarity,
+                                real_reference, records, sweep_evaluation, toy_uniformity,
+                                verdicts, volume_shift)
 
 
 class PatchGen(nn.Module):
@@ -104,6 +105,25 @@ def test_intervals_and_ci_errorbar_draw_value_lo_hi():
     plots.step_histograms(ax, {"a": np.random.default_rng(0).random(50)})
     assert ax.get_legend_handles_labels()[1] == ["a"]
     plt.close(fig)
+
+
+def test_panel_grid_gives_n_panels_and_hides_the_rest():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plots.panel_grid(7, ncol=3)
+    assert len(axes) == 7 and len(fig.axes) == 9
+    assert [ax.axison for ax in fig.axes] == [True] * 7 + [False] * 2
+    assert tuple(fig.get_size_inches()) == pytest.approx((3 * 3.3, 3 * 3.1))
+    plt.close(fig)
+    fig, axes = plots.panel_grid(2)  # fewer panels than columns: one row of two
+    assert len(fig.axes) == 2 and tuple(fig.get_size_inches()) == pytest.approx((6.6, 3.1))
+    plt.close(fig)
+    for bad in (0, 2.0, True):
+        with pytest.raises(ValueError, match="positive"):
+            plots.panel_grid(bad)
 
 
 # ----------------------------------------------------------------------------- records, volumes
@@ -353,3 +373,192 @@ def test_the_rho_sweep_refuses_images_its_classifier_cannot_read_before_any_bank
         sweep_evaluation.check_generator_fits(rgb, "rgb-gen", C)
     sweep_evaluation.check_generator_fits(magnet_lab.load_generator("fmnist-dcgan"),
                                           "fmnist-dcgan", C)
+
+
+# ----------------------------------------------------------------------------- 05's per-class study
+
+class ChannelClassifier(nn.Module):
+    """Three classes for 3-channel images: the brightest channel; ``features`` are the channel
+    means and spreads (float64)."""
+
+    def features(self, x):
+        x = x.double()
+        return torch.cat([x.mean((2, 3)), x.std((2, 3))], 1)  # [B, 6]
+
+    def forward(self, x):
+        return x.double().mean((2, 3))  # [B, 3] logits
+
+
+@pytest.fixture(scope="module")
+def cond_G():
+    from magnet_lab import latent, registry
+    from magnet_lab.models.biggan import BigGANDeep
+
+    from builders import BIGGAN_TINY, randomise_biggan
+
+    G = randomise_biggan(BigGANDeep(**BIGGAN_TINY)).double().eval().requires_grad_(False)
+    G.latent_spec = latent.LatentSpec(registry.latent_law(G), G.z_dim, n_classes=G.c_dim)
+    return G
+
+
+@pytest.fixture(scope="module")
+def class_banks(cond_G, tmp_path_factory):
+    return per_class_polarity.class_banks(cond_G, "tiny-biggan", [0, 2], 24, seed=3,
+                                          directory=tmp_path_factory.mktemp("class-banks"))
+
+
+def test_conditional_classes_checks_ids_against_the_generator(cond_G):
+    assert per_class_polarity.conditional_classes(cond_G, None) == [0, 1, 2]
+    assert per_class_polarity.conditional_classes(cond_G, [2, 0]) == [2, 0]
+    for bad in ([], [0, 0], [3], 1):
+        with pytest.raises(ValueError, match="class"):
+            per_class_polarity.conditional_classes(cond_G, bad)
+    with pytest.raises(ValueError, match="class-conditional"):
+        per_class_polarity.conditional_classes(PatchGen(), None)
+
+
+def test_class_banks_hold_one_class_each_with_the_jacobian_at_that_class(cond_G, class_banks):
+    from torch.func import jacrev
+
+    assert list(class_banks) == [0, 2]
+    b0, b2 = class_banks[0], class_banks[2]
+    assert len(b0) == len(b2) == 24 and b0.labels.unique().tolist() == [0]
+    assert b2.labels.unique().tolist() == [2]
+    assert torch.equal(b0.latents, b2.latents)  # the same candidates in every class (paired)
+    assert not torch.allclose(b0.log_sv, b2.log_sv)  # the class changes the Jacobian
+    for c, vb in class_banks.items():
+        for i in (0, 17):  # the spectrum of z -> G(z, c) computed directly, float64
+            onehot = cond_G.one_hot([c])[0]
+            J = jacrev(lambda z: cond_G(z, onehot).reshape(-1))(vb.latents[i])  # [D, d]
+            sv = torch.linalg.svdvals(J)
+            assert torch.allclose(vb.log_sv[i].exp(), sv, rtol=1e-8, atol=1e-12), (c, i)
+
+
+def test_rho_samplers_are_named_by_rho_and_drawn_from_seed_plus_one():
+    s = per_class_polarity.rho_samplers([-1, 0.5, 1.0], top_k=3, seed=4)
+    assert [x.name for x in s] == ["rho=-1", "rho=0.5", "rho=1"]
+    assert all(x.seed == 5 and x.top_k == 3 and not x.replace for x in s)
+    for bad in ([], [1.0, 1]):
+        with pytest.raises(ValueError, match="rhos"):
+            per_class_polarity.rho_samplers(bad, top_k=3, seed=0)
+
+
+def test_class_draws_take_equal_counts_within_each_class_with_its_own_weights(class_banks):
+    samplers = per_class_polarity.rho_samplers([0.0, 1.0], top_k=2, seed=0)
+    draws = per_class_polarity.class_draws(class_banks, samplers, 10, top_k=2, n_boot=30, seed=2)
+    for s in samplers:
+        for c, vb in class_banks.items():
+            idx, rec = draws.picked[s.name][c], draws.summary[s.name][c]
+            assert torch.equal(idx, s.indices(vb, 10)) and rec["n"] == rec["n_distinct"] == 10
+            log_w = sampling.log_weights(vb.log_sv, s.rho, top_k=2)  # within the class's bank
+            assert rec["ess_fraction"] == pytest.approx(sampling.ess_fraction(log_w), rel=1e-12)
+            lv = sampling.log_volume(vb.log_sv, 2)[idx]
+            assert rec["mean_log_volume"] == bootstrap.mean_ci(lv, 30, 2)
+    assert all(r["ess_fraction"] == pytest.approx(1.0) for r in draws.summary["rho=0"].values())
+    assert all(0 < r["ess_fraction"] < 1 for r in draws.summary["rho=1"].values())
+    z, labels = draws.latents(class_banks, "rho=1")
+    assert z.shape == (20, 4) and labels.tolist() == [0] * 10 + [2] * 10
+    assert torch.equal(z[10:], class_banks[2].latents[draws.picked["rho=1"][2]])
+    assert draws.ess()[2]["rho=1"] == draws.summary["rho=1"][2]["ess_fraction"]
+    assert list(draws.table().columns) == ["rho=0", "rho=1"]
+    with pytest.raises(ValueError, match="without replacement"):  # more than the bank
+        per_class_polarity.class_draws(class_banks, samplers, 25, top_k=2, n_boot=5, seed=0)
+
+
+def test_class_reference_says_why_it_skips(cond_G):
+    ref = per_class_polarity.class_reference(cond_G, ChannelClassifier(), [0, 2])
+    assert ref.skipped and ref.classifier is None and ref.names == {0: "class 0", 2: "class 2"}
+    assert "[3, 16, 16]" in ref.description["skipped"]
+    assert ref.description["image_shape"] == [3, 16, 16]
+    none = per_class_polarity.class_reference(cond_G, None, [1])
+    assert "no classifier" in none.description["skipped"] and none.names == {1: "class 1"}
+
+
+@pytest.fixture(scope="module")
+def class_sweep_result(cond_G, class_banks):
+    samplers = per_class_polarity.rho_samplers([0.0, 1.0], top_k=2, seed=0)
+    draws = per_class_polarity.class_draws(class_banks, samplers, 12, top_k=2, n_boot=20, seed=0)
+    C = ChannelClassifier()
+    real_z = torch.randn(60, 4, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    real = {c: C.features(cond_G(real_z, cond_G.one_hot([c] * 60))) for c in (0, 2)}
+    ref = per_class_polarity.ClassReference(real, C, {"dataset": "made"}, {0: "a", 2: "c"})
+    sweep = per_class_polarity.class_sweep(cond_G, class_banks, draws, ref, truncations=[0.5],
+                                           n_grid=5, n_boot=20, seed=1)
+    return draws, ref, sweep
+
+
+def test_class_sweep_scores_every_class_at_every_setting(cond_G, class_banks, class_sweep_result):
+    from magnet_lab import class_quality
+
+    draws, ref, sweep = class_sweep_result
+    assert sweep.knobs == {"rho=0": ("rho", 0.0), "rho=1": ("rho", 1.0),
+                           "truncation=0.5": ("truncation", 0.5)}
+    z, labels = draws.latents(class_banks, "rho=1")
+    images = generate(cond_G, z, labels=labels)  # [24, 3, 16, 16]
+    assert sweep.quality["rho=1"] == class_quality.per_class_quality(
+        images, labels, ref.features, ref.classifier, seed=1, n_boot=20)
+    fresh, fresh_labels = class_quality.class_images(cond_G, [0, 2], 12, seed=3, truncation=0.5)
+    assert sweep.quality["truncation=0.5"] == class_quality.per_class_quality(
+        fresh, fresh_labels, ref.features, ref.classifier, seed=1, n_boot=20)
+    show = torch.randperm(12, generator=torch.Generator().manual_seed(1))[:5]
+    assert torch.equal(sweep.images["rho=1"][2], images[12:][show])
+    assert torch.equal(sweep.images["truncation=0.5"][0], fresh[:12][show])
+    for name, by in sweep.quality.items():
+        assert sorted(by) == [0, 2] and all(q["n"] == 12 for q in by.values()), name
+        for q in by.values():
+            for m in ("precision", "recall", "fid"):
+                assert q["metrics"][m]["lo"] <= q["metrics"][m]["hi"], (name, m)
+    x, recall, precision, fid = sweep.frontier(2, "rho")
+    assert x == [0.0, 1.0] and recall.shape == precision.shape == fid.shape == (2, 3)
+    assert fid[1, 0] == sweep.quality["rho=1"][2]["metrics"]["fid"]["value"]
+    assert sweep.intervals(0, "truncation", "agreement")[0, 0] == \
+        sweep.quality["truncation=0.5"][0]["agreement"]["value"]
+    assert sweep.table("fid").loc[2, "rho=1"] == fid[1, 0]
+    assert set(sweep.record()) == {"0", "2"} and set(sweep.record()["0"]) == set(sweep.knobs)
+
+
+def test_class_summary_compares_magnet_with_plain_per_class(class_sweep_result):
+    draws, ref, sweep = class_sweep_result
+    summary = per_class_polarity.class_summary(sweep, draws)
+    assert set(summary) == {"0", "2"}
+    for c, entry in summary.items():
+        assert entry["ess_fraction_plain"] == pytest.approx(1.0)
+        assert entry["ess_fraction_magnet"] == draws.summary["rho=1"][int(c)]["ess_fraction"]
+        for m in ("precision", "recall", "fid", "agreement"):
+            a, b = entry[m]["plain"], entry[m]["magnet"]
+            assert entry[m]["change"] == pytest.approx(b["value"] - a["value"])
+            assert entry[m]["cis_disjoint"] == verdicts.cis_disjoint(a, b)
+    table = per_class_polarity.summary_table(summary, ref.names)
+    assert list(table.index) == ["a", "c"] and "fid_change" in table.columns
+
+
+def test_class_sweep_without_a_reference_makes_only_the_grid_images(cond_G, class_banks):
+    samplers = per_class_polarity.rho_samplers([0.0, 1.0], top_k=2, seed=0)
+    draws = per_class_polarity.class_draws(class_banks, samplers, 12, top_k=2, n_boot=5, seed=0)
+    ref = per_class_polarity.class_reference(cond_G, None, [0, 2])
+    sweep = per_class_polarity.class_sweep(cond_G, class_banks, draws, ref, truncations=[1.0],
+                                           n_grid=3, n_boot=5, seed=0)
+    assert sweep.quality == {"rho=0": {}, "rho=1": {}, "truncation=1": {}}
+    assert sweep.record() == {} and sweep.table().empty
+    assert all(x.shape == (3, 3, 16, 16) for by in sweep.images.values() for x in by.values())
+    summary = per_class_polarity.class_summary(sweep, draws)
+    assert "precision" not in summary["0"]
+    assert summary["0"]["ess_fraction_plain"] == pytest.approx(1)
+
+
+def test_generator_options_and_the_plain_generator_of_the_authors_recipe(cond_G):
+    from magnet_lab.models.biggan import AUTHORS_RECIPE
+
+    assert per_class_polarity.generator_options(1.0, False) == {}
+    assert per_class_polarity.generator_options(0.5, False) == {"truncation": 0.5}
+    assert per_class_polarity.generator_options(1.0, True) == AUTHORS_RECIPE
+    for t, recipe in ((0.5, True), (1.5, False), (0.0, False)):
+        with pytest.raises(ValueError, match="truncation"):
+            per_class_polarity.generator_options(t, recipe)
+    assert per_class_polarity.plain_generator(cond_G) is cond_G
+    Ga = cond_G.with_options(**AUTHORS_RECIPE)
+    plain = per_class_polarity.plain_generator(Ga)
+    assert plain.options()["z_scale"] == 1.0 and plain.generator is cond_G.generator
+    z = torch.randn(2, 4, dtype=torch.float64)
+    c = cond_G.one_hot([0, 1])
+    assert torch.equal(plain(z, c), cond_G(z, c)) and torch.allclose(Ga(z, c), cond_G(0.9 * z, c))

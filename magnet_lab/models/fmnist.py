@@ -7,6 +7,8 @@
 - ``FmnistDiscriminator``: its training partner (not piecewise-affine-constrained; never shipped).
 - ``FmnistClassifier``: a small CNN whose penultimate 128-d features are the metric space
   (FID / precision-recall in classifier space) and whose logits are the class attribute.
+- ``FmnistStyleGAN2`` and ``FmnistBigGAN``: our StyleGAN2 and our (class-conditional)
+  BigGAN-deep synthesising 32×32 and cropped to 28×28.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import torch
 from torch import nn
 
 from ..validation import check_int, check_latents
+from .biggan import BigGANDeep, BigGANDeepConfig
 from .stylegan2 import StyleGAN2Generator
 
 # Module types allowed inside FmnistDCGAN.net: each is affine or piecewise affine (BatchNorm is
@@ -185,6 +188,47 @@ class FmnistStyleGAN2(StyleGAN2Generator):
     def forward(self, z: torch.Tensor, c: torch.Tensor | None = None, **options) -> torch.Tensor:
         """``StyleGAN2Generator.forward`` cropped by ``crop`` pixels on each side:
         ``[B, 1, 28, 28]`` by default (``[1, 28, 28]`` for a single latent)."""
+        img = super().forward(z, c, **options)  # [..., R, R]
+        k = self.crop
+        return img[..., k:img.shape[-2] - k, k:img.shape[-1] - k] if k else img
+
+
+# The embedded BigGAN-deep's configuration: 32×32, one channel, 10 classes, z_dim 32, blocks in
+# (keep, upsample) pairs over the channel multipliers 4, 4, 2, 1, self-attention at 16×16.
+FMNIST_BIGGAN: dict = dict(
+    output_dim=32, z_dim=32, class_embed_dim=32, channel_width=32, num_classes=10,
+    layers=[[False, 4, 4], [True, 4, 4], [False, 4, 4], [True, 4, 2], [False, 2, 2],
+            [True, 2, 1]],
+    attention_layer_position=4, eps=1e-4, n_stats=51, img_channels=1)
+
+
+class FmnistBigGAN(BigGANDeep):
+    """The embedded class-conditional generator: our ``BigGANDeep`` synthesising 32×32
+    one-channel images (Fashion-MNIST padded by 2 pixels of background) for the 10 classes,
+    cropped back to ``[B, 1, 28, 28]`` like ``FmnistStyleGAN2``. Config fields default to
+    ``FMNIST_BIGGAN``; state-dict names, ``with_options`` (truncation), ``one_hot`` and the
+    latent law (``truncation · truncnorm(−2, 2)``) are BigGAN-deep's. Raises ValueError as
+    ``BigGANDeepConfig`` does, and for a crop outside [0, output_dim/2)."""
+
+    def __init__(self, config: BigGANDeepConfig | None = None, *, crop: int = 2,
+                 **kwargs) -> None:
+        if config is None:
+            config = BigGANDeepConfig(**{**FMNIST_BIGGAN, **kwargs})
+        elif kwargs:
+            raise ValueError("pass either a BigGANDeepConfig or its fields as keywords, not both")
+        super().__init__(config)
+        check_int("crop", crop, low=0)
+        if not 2 * crop < config.output_dim:
+            raise ValueError(f"crop must be in [0, output_dim/2), got {crop!r}")
+        self.crop = crop
+
+    def config(self) -> dict:
+        """``BigGANDeep.config()`` plus ``crop``: the constructor keyword arguments."""
+        return {**super().config(), "crop": self.crop}
+
+    def forward(self, z: torch.Tensor, c: torch.Tensor | None = None, **options) -> torch.Tensor:
+        """``BigGANDeep.forward`` cropped by ``crop`` pixels on each side: ``[B, 1, 28, 28]``
+        by default (``[1, 28, 28]`` for a single latent)."""
         img = super().forward(z, c, **options)  # [..., R, R]
         k = self.crop
         return img[..., k:img.shape[-2] - k, k:img.shape[-1] - k] if k else img
