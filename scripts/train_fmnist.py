@@ -85,12 +85,12 @@ def train_biggan(args: argparse.Namespace, cls_path: Path, log) -> None:
     images, labels = class_quality.class_images(gen, classes, args.per_class_n,
                                                 seed=args.seed + 100)
     per_class = class_quality.per_class_quality(images, labels, real, classifier,
-                                                seed=args.seed)
+                                                seed=args.seed, n_boot=args.n_boot)
     record.setdefault("final_metrics", {})["per_class_quality"] = {
         "classes": {data.CLASS_NAMES[c]: {"class": c, **q} for c, q in per_class.items()},
         "n_per_class": args.per_class_n, "truncation": 1.0, "sample_seed": args.seed + 100,
         "reference": "each class's real Fashion-MNIST test images (1000), classifier features",
-        "classifier": cls_path.name, "n_boot": 200, "time_s": round(time.time() - t0, 1),
+        "classifier": cls_path.name, "n_boot": args.n_boot, "time_s": round(time.time() - t0, 1),
         "judged": provenance.provenance()}
     for c, q in per_class.items():
         a, m = q["agreement"], q["metrics"]
@@ -143,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="BigGAN: latents per truncation for the standing statistics")
     p.add_argument("--per-class-n", type=int, default=500,
                    help="BigGAN: images per class for the recorded per-class quality")
+    p.add_argument("--n-boot", type=int, default=200,
+                   help="BigGAN: bootstrap replicates of the recorded per-class CIs")
     p.add_argument("--z-dim", type=int, default=32)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--fmnist-dir", type=Path, default=None, help="overrides MAGNET_LAB_FMNIST_DIR")
