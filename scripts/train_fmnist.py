@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=5, help="classifier epochs")
     p.add_argument("--steps", type=int, default=None,
                    help="GAN steps (default: 2000 at batch 64 for the DCGAN, 8000 at batch 32 "
-                        "for the StyleGAN2)")
+                        "for the StyleGAN2, 100000 for the BigGAN, which --minutes bounds)")
     p.add_argument("--state", type=Path, default=None,
                    help="StyleGAN2/BigGAN: resumable training state (rerun the same command to "
                         "resume)")
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="BigGAN: discriminator channel width")
     p.add_argument("--n-stats", type=int, default=None,
                    help="BigGAN: truncations with stored batch-norm statistics (default 51)")
-    p.add_argument("--stats-samples", type=int, default=1000,
+    p.add_argument("--stats-samples", type=int, default=500,
                    help="BigGAN: latents per truncation for the standing statistics")
     p.add_argument("--per-class-n", type=int, default=500,
                    help="BigGAN: images per class for the recorded per-class quality")

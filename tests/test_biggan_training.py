@@ -208,3 +208,11 @@ def test_cli_biggan_writes_a_loadable_checkpoint_with_per_class_quality(tmp_path
     assert spec_.law == latent.TruncatedNormalLaw(2.0, 0.5)
     assert G(torch.zeros(2, 32), G.one_hot([3, 4])).shape == (2, 1, 28, 28)
     assert (tmp_path / "fmnist-biggan-samples.png").is_file()
+
+
+@pytest.mark.parametrize("kwargs, match", [(dict(steps=0), "steps must be >= 1"),
+                                           (dict(minutes=0.0), "minutes must be > 0"),
+                                           (dict(d_steps=0), "d_steps must be >= 1")])
+def test_train_biggan_refuses_bad_budgets(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        training.train_biggan(**{"steps": 5, **kwargs})
