@@ -23,7 +23,7 @@
                     held-out imbalanced test set (experiment.generator_quality) in its sidecar.
     python scripts/train_fmnist.py --what stylegan2 --state /tmp/sg2.state --out data/
     python scripts/train_fmnist.py --what quality --generator fmnist-stylegan2 --out data/
-    python scripts/train_fmnist.py --what biggan --minutes 70 --threads 1 --eval-every 250 \
+    python scripts/train_fmnist.py --what biggan --minutes 80 --threads 1 --eval-every 250 \
         --state /root/.cache/magnet_lab/biggan-run/state.pt --out data/
 Cost: the shipped run took 10 min (classifier, 5 epochs) and 12 min (generator, 2000 steps), run
 in parallel at one thread each on a 2-core machine shared with other jobs; less on idle cores.
