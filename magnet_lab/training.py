@@ -2,7 +2,9 @@
 
 ``train_classifier`` fits ``FmnistClassifier`` on the full, balanced training set;
 ``train_dcgan`` fits ``FmnistDCGAN`` on the imbalanced split (``data.DEFAULT_IMBALANCE``) with the
-standard non-saturating DCGAN loss and Adam(2e-4, β=(0.5, 0.999)). Both return ``(model, record)``
+standard non-saturating DCGAN loss and Adam(2e-4, β=(0.5, 0.999)); ``train_stylegan2`` and
+``train_biggan`` fit the embedded StyleGAN2 and the class-conditional BigGAN-deep on the same split
+(resumable, with periodic quality records). Each returns ``(model, record)``
 where ``record`` is the JSON-able training record that ``save_checkpoint`` writes as the sidecar.
 Runs are reproducible for a given seed, thread count and torch build: parameters are initialised
 from ``torch.manual_seed(seed)``, data order and latents come from dedicated ``torch.Generator``s,
@@ -631,7 +633,7 @@ def _eval_biggan(G_twin: nn.Module, *, n_samples: int, seed: int, indices: list[
 def train_biggan(seed: int = 0, steps: int = 100_000, *, minutes: float | None = None,
                  batch_size: int = 64, config: dict | None = None, d_channel_width: int = 16,
                  g_lr: float = 1e-4, d_lr: float = 4e-4, betas: tuple[float, float] = (0.0, 0.999),
-                 d_steps: int = 1, ema_decay: float = 0.999, stats_samples: int = 1000,
+                 d_steps: int = 1, ema_decay: float = 0.999, stats_samples: int = 500,
                  threads: int | None = 2, spec: fdata.ImbalanceSpec = fdata.DEFAULT_IMBALANCE,
                  split_seed: int = 0, root: str | Path | None = None,
                  state_path: str | Path | None = None, save_every: int = 100,
@@ -652,7 +654,8 @@ def train_biggan(seed: int = 0, steps: int = 100_000, *, minutes: float | None =
     scored by the updated discriminator, which saves one generator pass per step.
     Training stops after ``steps`` steps or once the training time passes ``minutes``; the EMA
     generator is then exported with standing statistics for every truncation
-    (``stats_samples`` latents each) and returned in eval mode with the record.
+    (``stats_samples`` latents each) and returned in eval mode with the record. Raises
+    ValueError for ``steps`` or ``d_steps`` below 1 or a ``minutes`` budget that is not positive.
     ``state_path`` keeps a resumable training state (written atomically every ``save_every``
     steps and at the end; read with ``torch.load(weights_only=True)``): rerunning the same
     call continues from it, bit-identically at the same thread count, and the wall budget
@@ -663,7 +666,11 @@ def train_biggan(seed: int = 0, steps: int = 100_000, *, minutes: float | None =
     from . import provenance
     from .models.biggan_training import ProjectionDiscriminator, TrainableBigGANDeep, d_hinge_loss
     from .models.fmnist import FMNIST_BIGGAN
+    from .validation import check_int, check_real
 
+    check_int("steps", steps, low=1)
+    check_int("d_steps", d_steps, low=1)
+    check_real("minutes", minutes, positive=True, optional=True)
     t0 = time.time()
     images, labels = fdata.fashion_mnist("train", root)
     idx = fdata.imbalanced_split(labels, spec=spec, seed=split_seed)

@@ -23,7 +23,7 @@
                     held-out imbalanced test set (experiment.generator_quality) in its sidecar.
     python scripts/train_fmnist.py --what stylegan2 --state /tmp/sg2.state --out data/
     python scripts/train_fmnist.py --what quality --generator fmnist-stylegan2 --out data/
-    python scripts/train_fmnist.py --what biggan --minutes 70 --threads 1 --eval-every 250 \
+    python scripts/train_fmnist.py --what biggan --minutes 80 --threads 1 --eval-every 250 \
         --state /root/.cache/magnet_lab/biggan-run/state.pt --out data/
 Cost: the shipped run took 10 min (classifier, 5 epochs) and 12 min (generator, 2000 steps), run
 in parallel at one thread each on a 2-core machine shared with other jobs; less on idle cores.
@@ -85,12 +85,12 @@ def train_biggan(args: argparse.Namespace, cls_path: Path, log) -> None:
     images, labels = class_quality.class_images(gen, classes, args.per_class_n,
                                                 seed=args.seed + 100)
     per_class = class_quality.per_class_quality(images, labels, real, classifier,
-                                                seed=args.seed)
+                                                seed=args.seed, n_boot=args.n_boot)
     record.setdefault("final_metrics", {})["per_class_quality"] = {
         "classes": {data.CLASS_NAMES[c]: {"class": c, **q} for c, q in per_class.items()},
         "n_per_class": args.per_class_n, "truncation": 1.0, "sample_seed": args.seed + 100,
         "reference": "each class's real Fashion-MNIST test images (1000), classifier features",
-        "classifier": cls_path.name, "n_boot": 200, "time_s": round(time.time() - t0, 1),
+        "classifier": cls_path.name, "n_boot": args.n_boot, "time_s": round(time.time() - t0, 1),
         "judged": provenance.provenance()}
     for c, q in per_class.items():
         a, m = q["agreement"], q["metrics"]
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=5, help="classifier epochs")
     p.add_argument("--steps", type=int, default=None,
                    help="GAN steps (default: 2000 at batch 64 for the DCGAN, 8000 at batch 32 "
-                        "for the StyleGAN2)")
+                        "for the StyleGAN2, 100000 for the BigGAN, which --minutes bounds)")
     p.add_argument("--state", type=Path, default=None,
                    help="StyleGAN2/BigGAN: resumable training state (rerun the same command to "
                         "resume)")
@@ -139,10 +139,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="BigGAN: discriminator channel width")
     p.add_argument("--n-stats", type=int, default=None,
                    help="BigGAN: truncations with stored batch-norm statistics (default 51)")
-    p.add_argument("--stats-samples", type=int, default=1000,
+    p.add_argument("--stats-samples", type=int, default=500,
                    help="BigGAN: latents per truncation for the standing statistics")
     p.add_argument("--per-class-n", type=int, default=500,
                    help="BigGAN: images per class for the recorded per-class quality")
+    p.add_argument("--n-boot", type=int, default=200,
+                   help="BigGAN: bootstrap replicates of the recorded per-class CIs")
     p.add_argument("--z-dim", type=int, default=32)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--fmnist-dir", type=Path, default=None, help="overrides MAGNET_LAB_FMNIST_DIR")

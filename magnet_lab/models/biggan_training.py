@@ -57,11 +57,12 @@ class _BatchStatistics:
     def batch_normalised(self, x: Tensor) -> Tensor:
         """``(x − mean) / sqrt(var + eps)`` with the mean and biased variance of ``x [B, C, H,
         W]`` over (B, H, W) (``F.batch_norm`` in training mode, one fused pass)."""
-        if self.tally is not None:
-            x64 = x.detach().double()
-            self.tally[0] += x.shape[0] * x.shape[2] * x.shape[3]
-            self.tally[1] += x64.sum(dim=(0, 2, 3))
-            self.tally[2] += x64.square().sum(dim=(0, 2, 3))
+        if self.tally is not None:  # pooled over batches exactly: Σ n·mean, Σ n·(var + mean²)
+            var, mean = torch.var_mean(x.detach(), dim=(0, 2, 3), unbiased=False)  # (C,)
+            n = x.shape[0] * x.shape[2] * x.shape[3]
+            self.tally[0] += n
+            self.tally[1] += n * mean.double()
+            self.tally[2] += n * (var.double() + mean.double().square())
         return F.batch_norm(x, None, None, training=True, eps=self.eps)  # (B, C, H, W)
 
 
