@@ -213,13 +213,17 @@ def pr_frontier(results_path: str | Path | None) -> dict[str, Any] | None:
     """Notebook 03's precision–recall points from its results JSON: ``{"rho": [(ρ, recall,
     precision), ...], "psi": [(ψ, recall, precision), ...], "n_samples": int, "path": str}``
     sorted by knob, and its ``seed`` (its real reference's split seed); None when
-    ``results_path`` is None or no such file exists (the explorer then says so). Raises ValueError for a file that is not a notebook-03 results JSON."""
+    ``results_path`` is None, no such file exists, or its metrics were skipped (an RGB generator
+    run without real_images): the explorer then says so. Raises ValueError for a file that is
+    not a notebook-03 results JSON."""
     if results_path is None or not Path(results_path).is_file():
         return None
     res = json.loads(Path(results_path).read_text())
     samplers = res.get("samplers")
     if not isinstance(samplers, dict):
         raise ValueError(f"{results_path} has no 'samplers': not notebook 03's results")
+    if any("skipped" in ev.get("metrics", {}) for ev in samplers.values()):
+        return None  # no precision or recall to draw
     out: dict[str, Any] = {"rho": [], "psi": [], "path": str(results_path), "seed": res.get("seed"),
                            "n_samples": res.get("parameters", {}).get("n_samples")}
     for name, ev in samplers.items():

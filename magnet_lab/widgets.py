@@ -230,7 +230,8 @@ def polarity_explorer(G: torch.nn.Module, vb: bank.VolumeBank, *, n: int = 32,
         pr.layout.display = "none" if frontier is None else None
         if frontier is None:
             note.append("no precision–recall plane: notebook 03's results "
-                        f"({pr_results or 'pr_results not given'}) are not at hand")
+                        f"({pr_results or 'pr_results not given'}) are not at hand or hold "
+                        "no metrics")
         else:
             point = None
             if h is not None and real_feats is not None and classifier is not None:

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from magnet_lab.models.biggan import BigGANDeep
+from magnet_lab.models.stylegan2 import StyleGAN2Generator
 from magnet_lab.models.stylegan3 import CONFIGS, StyleGAN3Generator
 
 # ----------------------------------------------------------------------- stand-ins for NVIDIA's names
@@ -399,10 +400,9 @@ def write_biggan_folder(model: BigGANDeep, path: Path, config: dict | None = Non
     return state
 
 
-def conditional_stylegan2(c_dim: int = 3, seed: int = 0) -> "StyleGAN2Generator":
+def conditional_stylegan2(c_dim: int = 3, seed: int = 0) -> StyleGAN2Generator:
     """A tiny conditional StyleGAN2 (z 8, w 8, 8×8 RGB, ``c_dim`` classes, float32) with random
     biases, noise strengths and w_avg, so the class embedding and truncation both matter."""
-    from magnet_lab.models.stylegan2 import StyleGAN2Generator
 
     torch.manual_seed(seed)
     G = StyleGAN2Generator(8, c_dim, 8, 8, 3, dict(num_layers=2),
@@ -422,3 +422,37 @@ def write_conditional_stylegan2(path: Path, c_dim: int = 3, seed: int = 0) -> Pa
 
     G = conditional_stylegan2(c_dim, seed)
     return save_checkpoint(G, path, {"architecture": "StyleGAN2Generator", "kwargs": G.config()})
+
+
+# --------------------------------------------------------------------------- real-image references
+
+def random_inception_weights(path: Path, seed: int = 0) -> Path:
+    """torch-fidelity's InceptionV3 state dict with seeded random weights (its initialisation,
+    nothing downloaded), written to ``path``: what ``features.standard_extractor("inception",
+    path)`` reads in place of ``weights-inception-2015-12-05-6726825d.pth`` in tests."""
+    from unittest import mock
+
+    import torch_fidelity.feature_extractor_inceptionv3 as incep
+
+    with torch.random.fork_rng(), \
+            mock.patch.object(incep, "load_state_dict_from_url", lambda *a, **k: None), \
+            mock.patch.object(incep.FeatureExtractorInceptionV3, "load_state_dict",
+                              lambda self, *a, **k: None):
+        torch.manual_seed(seed)  # the layers' initialisation, the caller's RNG state kept
+        state = incep.FeatureExtractorInceptionV3("inception-v3-compat", ["64"]).state_dict()
+    torch.save(state, path)
+    return path
+
+
+def real_image_folder(path: Path, n: int, size: int = 16, seed: int = 0) -> Path:
+    """``n`` seeded random RGB PNGs (``size``², smooth colour blobs, ``00000.png`` ...) in the
+    folder ``path``: a stand-in for a user's ``real_images`` folder (FFHQ, AFHQv2)."""
+    from PIL import Image
+
+    path.mkdir(parents=True, exist_ok=True)
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(n, 3, 4, 4, generator=g)  # [n, 3, 4, 4] in [0, 1)
+    images = torch.nn.functional.interpolate(coarse, size=(size, size), mode="bilinear")
+    for i, im in enumerate((images * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()):
+        Image.fromarray(im).save(path / f"{i:05d}.png")
+    return path

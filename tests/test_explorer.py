@@ -145,6 +145,11 @@ def test_pr_frontier_reads_notebook03_results_and_is_none_without_them(tmp_path)
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(ValueError, match="notebook 03"):
         explorer.pr_frontier(tmp_path / "bad.json")
+    # an RGB generator's 03 run without real_images: metrics skipped, no points to draw
+    res["samplers"] = {n: {**ev, "metrics": {"skipped": "no real_images given"}}
+                       for n, ev in res["samplers"].items()}
+    (tmp_path / "03-rgb.json").write_text(json.dumps(res))
+    assert explorer.pr_frontier(tmp_path / "03-rgb.json") is None
 
 
 def test_pr_point_of_the_reference_itself_has_full_precision_and_recall():

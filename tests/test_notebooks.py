@@ -543,20 +543,101 @@ def test_nb04_on_a_stylegan3_that_draws_no_faces_records_them_missing_and_no_ver
     assert (output_dirs / "figures" / "04_class_change.png").is_file()
 
 
-def test_nb03_refuses_a_stylegan3_pickle_in_one_line_before_building_a_bank(nb02_stylegan3,
-                                                                             tmp_path, capsys):
-    """The ρ sweep is a Fashion-MNIST study (classifier features): an RGB pickle is refused
-    at its first step, naming the image shape and notebook 02, with no bank built."""
-    from magnet_lab.__main__ import main
+def test_nb03_on_a_stylegan3_without_real_images_skips_the_metrics_and_keeps_the_rest(
+        nb02_stylegan3, output_dirs):
+    """The ρ sweep on an RGB StyleGAN3 pickle without real_images: the bank (the authors'
+    projected estimator, 02's, found in the cache), ESS/N per ρ, the sample grids and the
+    estimators' agreement run; every metric is recorded as skipped with the reason, and the
+    reference says the balanced/imbalanced pair is Fashion-MNIST's."""
+    import magnet_lab
+    from magnet_lab import experiment, spectra
 
     path, _ = nb02_stylegan3
-    banks = sorted((Path(os.environ["MAGNET_LAB_CACHE_DIR"]) / "banks").iterdir())
-    assert main(["report", "--smoke", "--only", "03", "--out", str(tmp_path),
-                 "-p", f"generator={path}"]) == 2
-    err = capsys.readouterr().err
-    assert "03_rho_sweep.ipynb failed" in err and "makes [3, 16, 16] images" in err
-    assert "notebook 02" in err and err.count("\n") == 1
-    assert sorted((Path(os.environ["MAGNET_LAB_CACHE_DIR"]) / "banks").iterdir()) == banks
+    banks = Path(os.environ["MAGNET_LAB_CACHE_DIR"]) / "banks"
+    before = set(banks.iterdir())
+    res = reports.run_notebook("03", {"smoke": True, "seed": 0, "generator": str(path)},
+                               out_dir=output_dirs / "reports-stylegan3")
+    # 02's bank (same N, proj_dim, seed) read from the cache; new: the estimators' three banks
+    assert len(set(banks.iterdir()) - before) == 3
+    assert not (path.parent / "src_ran").exists()  # the pickle's embedded source never ran
+    assert res["generator"]["class"] == "StyleGAN3Generator"
+    assert res["generator"]["image_shape"] == [3, 16, 16]
+    p, ref = res["parameters"], res["reference"]
+    assert res["bank"]["method"] == "projected" and res["bank"]["n"] == p["n_candidates"] == 200
+    assert "real_images" in ref["skipped"] and "only for Fashion-MNIST" in ref["balanced_reference"]
+    samplers = res["samplers"]
+    assert set(samplers) == ({f"rho={r:g}" for r in p["rhos"]} | {"magnet_exact"}
+                             | {f"psi={s:g}" for s in p["psis"]})
+    for name, ev in samplers.items():
+        assert ev["metrics"] == {"skipped": ref["skipped"]}, name
+        assert "balanced_reference" not in ev and "classes" not in ev, name
+    assert samplers["rho=0"]["ess_fraction"] == pytest.approx(1.0)  # ρ = 0: equal weights
+    vb = experiment.candidate_bank(magnet_lab.load_generator(path), str(path), 200, seed=0,
+                                   options=spectra.SpectraOptions("projected", seed=0))
+    for name, ev in samplers.items():  # ESS/N of each weighting, recomputed from the bank
+        if "psi" in name:
+            assert "ess_fraction" not in ev, name
+        else:
+            s = experiment.Sampler(**ev["sampler"])
+            assert ev["ess_fraction"] == pytest.approx(s.ess_fraction(vb), rel=1e-12), name
+    assert samplers["rho=1"]["ess_fraction"] < 1 and samplers["rho=-1"]["ess_fraction"] < 1
+    est = res["estimators"]
+    assert est["metrics"] == {"skipped": ref["skipped"]}
+    assert est["max_abs_topk_minus_exact_log_sv"] < 1e-3  # exact computed on the subset
+    assert -1 <= est["spearman_projected_vs_exact_all"]["value"] <= 1
+    assert (output_dirs / "figures" / "03_samples_per_rho.png").stat().st_size > 0
+
+
+@pytest.fixture(scope="module")
+def nb03_stylegan3_real(nb02_stylegan3, output_dirs, tmp_path_factory):
+    """Notebook 03 on the tiny StyleGAN3 pickle with a folder of 24 real PNGs and a random-weight
+    Inception file (torch-fidelity's architecture, nothing downloaded) at its 64-d layer; sizes
+    set by hand (smoke's 100 images per sampler would cost a minute of Inception on one core)."""
+    from builders import random_inception_weights, real_image_folder
+
+    path, _ = nb02_stylegan3
+    tmp = tmp_path_factory.mktemp("nb03-real")
+    folder = real_image_folder(tmp / "reals", 24)
+    weights = random_inception_weights(tmp / "weights-inception-2015-12-05-6726825d.pth")
+    params = {"seed": 0, "generator": str(path), "real_images": str(folder), "n_real": 24,
+              "real_size": 32, "extractor_weights": str(weights), "feature_layer": "64",
+              "n_candidates": 40, "n_samples": 12, "n_boot": 10, "rhos": [-1.0, 0.0, 1.0],
+              "psis": [1.0], "estimator_subset": 8, "estimator_k": 3}
+    res = reports.run_notebook("03", params, out_dir=output_dirs / "reports-stylegan3-real")
+    return path, folder, weights, res
+
+
+def test_nb03_on_a_stylegan3_with_real_images_scores_every_sampler_with_cis(nb03_stylegan3_real):
+    """With real_images: the ρ sweep and the ψ baseline scored against that one reference in
+    the extractor's features (finite metrics, lo <= value <= hi), no balanced reference; the
+    ρ = 0 row equals the metrics recomputed here from the cached bank, the folder and the
+    weights file."""
+    import magnet_lab
+    from magnet_lab import bootstrap, data, experiment, features, spectra
+
+    path, folder, weights, res = nb03_stylegan3_real
+    ref, p = res["reference"], res["parameters"]
+    assert ref["n"] == 24 and ref["size"] == 32 and ref["feature_layer"] == "64"
+    assert "skipped" not in ref and "only for Fashion-MNIST" in ref["balanced_reference"]
+    assert set(res["samplers"]) == {"rho=-1", "rho=0", "rho=1", "magnet_exact", "psi=1"}
+    for name, ev in res["samplers"].items():
+        assert set(ev["metrics"]) == set(METRICS) and "balanced_reference" not in ev, name
+        for m, e in ev["metrics"].items():
+            assert all(math.isfinite(e[q]) for q in ("lo", "value", "hi")), (name, m)
+            assert e["lo"] <= e["value"] <= e["hi"] and e["n_boot"] == p["n_boot"], (name, m)
+    assert res["samplers"]["rho=0"]["ess_fraction"] == pytest.approx(1.0)
+    assert all(m["precision"]["lo"] <= m["precision"]["value"] <= m["precision"]["hi"]
+               for m in res["estimators"]["metrics"].values())
+    G = magnet_lab.load_generator(path)
+    vb = experiment.candidate_bank(G, str(path), 40, seed=0,
+                                   options=spectra.SpectraOptions("projected", seed=0))
+    ext = features.standard_extractor("inception", weights, layer="64")
+    real = features.extract_features(ext, data.image_folder(folder, 24, size=32))  # [24, 64]
+    s = experiment.Sampler(**res["samplers"]["rho=0"]["sampler"])
+    fake = features.extract_features(ext, s.images(G, vb, 12, size=32, batch_size=8))  # [12, 64]
+    want = bootstrap.bootstrap_ci(real, fake, n_boot=10, seed=0)
+    for m, got in res["samplers"]["rho=0"]["metrics"].items():  # float32 Inception: thread order
+        assert got == pytest.approx(want[m], rel=1e-5, abs=1e-12), m
 
 
 # ----------------------------------------------------------------- 05, per class

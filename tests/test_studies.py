@@ -12,8 +12,8 @@ from torch import nn
 from magnet_lab import attributes, bootstrap, experiment, plots, sampling
 from magnet_lab.models import generate
 from magnet_lab.studies import (attribute_shift, estimator_agreement, per_class_polarity,
-                                real_reference, records, sweep_evaluation, toy_uniformity,
-                                verdicts, volume_shift)
+                                real_reference, records, sweep_evaluation, sweep_reference,
+                                toy_uniformity, verdicts, volume_shift)
 
 
 class PatchGen(nn.Module):
@@ -184,6 +184,26 @@ def test_real_reference_by_attribute_kind(monkeypatch):
 
 # ----------------------------------------------------------------------------- 03's studies
 
+class RGBPatchGen(PatchGen):
+    """PatchGen's 16 outputs as a 3-channel image (the first 12, 3×2×2): an RGB generator."""
+
+    def forward(self, z):
+        return super().forward(z).view(-1, 16)[:, :12].reshape(-1, 3, 2, 2)
+
+
+def patch_reference(C: nn.Module, real: torch.Tensor, balanced: torch.Tensor
+                    ) -> sweep_reference.SweepReference:
+    """A Fashion-MNIST-like reference for PatchGen: ``real`` and ``balanced`` ``[N, F]`` in
+    ``C``'s features (2 classes), images scored as generated."""
+    return sweep_reference.SweepReference(
+        real_reference.RealReference(real, {"n": len(real)}, C, 2), balanced, "class", None, 500)
+
+
+SKIPPED = sweep_reference.SweepReference(
+    real_reference.RealReference(None, {"skipped": "no real_images given"}, None, None), None,
+    "face", 3, 8)
+
+
 def test_sweep_samplers_and_their_evaluation(bank):
     groups = sweep_evaluation.sweep_samplers([-1.0, 0.0, 1.0], [0.5, 1.0], top_k=2,
                                              replace=False, seed=3)
@@ -193,8 +213,9 @@ def test_sweep_samplers_and_their_evaluation(bank):
     G, C = PatchGen(), BrightnessClassifier()
     real = C.features(G(sampling.gaussian_latents(200, 4, seed=9).double())).double()
     samplers = groups["rho"][:2] + groups["psi"][:1]
-    sweep = sweep_evaluation.sweep_evaluation(G, bank, samplers, 40, real, real, C, n_boot=20,
-                                              seed=0)
+    sweep = sweep_evaluation.sweep_evaluation(G, bank, samplers, 40, patch_reference(C, real, real),
+                                              n_boot=20, seed=0)
+    assert sweep.skipped is None
     for s in samplers:
         ev = sweep.evaluations[s.name]
         images = experiment.evaluate(sweep.images[s.name], real, C, n_boot=20, seed=0)
@@ -211,13 +232,109 @@ def test_sweep_samplers_and_their_evaluation(bank):
     assert recall[1, 0] == sweep.evaluations["rho=0"]["metrics"]["recall"]["value"]
 
 
+def test_sweep_evaluation_without_balanced_reference_scores_against_the_one_reference(bank):
+    """An RGB generator's reference (no balanced counterpart): the same metrics as
+    ``experiment.evaluate`` of its images (resized to the reference's size) with no class
+    bias, no balanced entry, and only the first n_keep images kept."""
+    G, C = RGBPatchGen(), BrightnessClassifier()
+    real = C.features(G(sampling.gaussian_latents(200, 4, seed=9).double())).double()
+    ref = sweep_reference.SweepReference(  # an extractor's features: no classes
+        real_reference.RealReference(real, {"n": 200}, C, None), None, "face", 4, 8)
+    s = sweep_evaluation.sweep_samplers([1.0], [], top_k=2, replace=False, seed=0)["rho"][0]
+    sweep = sweep_evaluation.sweep_evaluation(G, bank, [s], 30, ref, n_boot=20, seed=0, n_keep=5)
+    full = s.images(G, bank, 30, size=4, batch_size=8)  # [30, 3, 4, 4]
+    ev = sweep.evaluations["rho=1"]
+    assert ev["metrics"] == experiment.evaluate(full, real, C, n_boot=20, seed=0,
+                                                n_classes=None)["metrics"]
+    assert set(ev) == {"metrics", "ess_fraction", "sampler"}
+    assert ev["ess_fraction"] == s.ess_fraction(bank) < 1
+    assert torch.equal(sweep.images["rho=1"], full[:5])
+
+
+def test_sweep_evaluation_without_a_reference_records_ess_and_images_and_skips_metrics(bank):
+    G = RGBPatchGen()
+    groups = sweep_evaluation.sweep_samplers([0.0, 2.0], [0.7], top_k=2, replace=False, seed=1)
+    samplers = groups["rho"] + groups["psi"]
+    sweep = sweep_evaluation.sweep_evaluation(G, bank, samplers, 30, SKIPPED, n_boot=20,
+                                              seed=0, n_keep=6)
+    assert sweep.skipped == "no real_images given"
+    for s in samplers:
+        ev = sweep.evaluations[s.name]
+        assert ev["metrics"] == {"skipped": "no real_images given"}, s.name
+        # the kept images are the first n_keep of the n drawn (and resized to the size, 3²)
+        assert torch.equal(sweep.images[s.name], s.images(G, bank, 30, size=3)[:6]), s.name
+    assert sweep.evaluations["rho=0"]["ess_fraction"] == pytest.approx(1.0)
+    log_w = sampling.log_weights(bank.log_sv, 2.0, 2)
+    assert sweep.evaluations["rho=2"]["ess_fraction"] == pytest.approx(sampling.ess_fraction(log_w))
+    assert "ess_fraction" not in sweep.evaluations["psi=0.7"]
+    table = sweep.table()
+    assert list(table.columns) == ["ess_fraction"] and list(table.index) == ["rho=0", "rho=2",
+                                                                             "psi=0.7"]
+    with pytest.raises(ValueError, match="skipped"):
+        sweep.frontier(groups["rho"], "rho")
+
+
+def test_spectra_options_auto_is_exact_for_fashion_mnist_and_projected_for_rgb():
+    opt = sweep_evaluation.spectra_options("class", "auto", proj_dim=128, seed=2)
+    assert opt == sweep_evaluation.SpectraOptions(seed=2)  # what the bank used by default
+    rgb = sweep_evaluation.spectra_options("face", "auto", proj_dim=64, seed=2)
+    assert rgb.method == "projected" and rgb.proj_dim == 64 and rgb.seed == 2
+    assert sweep_evaluation.spectra_options("face", "exact", proj_dim=64, seed=0).method == "exact"
+    with pytest.raises(ValueError, match="method must be"):
+        sweep_evaluation.spectra_options("class", "topk", proj_dim=128, seed=0)
+
+
+def test_sweep_reference_by_image_channels(monkeypatch, tmp_path):
+    """One channel: the classifier, checked, with the imbalanced and balanced Fashion-MNIST
+    references; RGB: real_images in the extractor's features (at its layer), no balanced
+    reference and a record that says so, or skipped without real_images."""
+    C = BrightnessClassifier()
+    calls = []
+    monkeypatch.setattr(experiment, "fmnist_reference", lambda clf, seed=0, balanced=False: (
+        calls.append((seed, balanced)) or torch.full((5 if balanced else 3, 2), float(seed)),
+        {"n": 5 if balanced else 3}))
+    ref = sweep_reference.sweep_reference(PatchGen(), "patch", C, seed=4)
+    assert ref.kind == "class" and ref.real.model is C and ref.size is None
+    assert calls == [(4, False), (0, True)] and ref.skipped is None
+    assert ref.description == {"n_real_imbalanced": 3, "n_real_balanced": 5}
+    assert ref.space == "classifier features" and "imbalanced" in ref.against
+
+    skipped = sweep_reference.sweep_reference(RGBPatchGen(), "rgb", "unused", seed=0,
+                                              real_size=8)
+    assert skipped.kind == "face" and "real_images" in skipped.skipped
+    assert skipped.balanced is None and skipped.size == 8 and skipped.batch_size == 8
+    assert "only for Fashion-MNIST" in skipped.description["balanced_reference"]
+
+    from builders import real_image_folder
+
+    class Extractor(nn.Module):
+        layer = "64"
+
+        def features(self, x):
+            return torch.stack([x.mean((1, 2, 3)), x[:, 0].mean((1, 2))], 1)
+
+    asked = []
+    monkeypatch.setattr(real_reference.features, "standard_extractor",
+                        lambda kind, weights, layer=None: asked.append((kind, weights, layer))
+                        or Extractor())
+    folder = real_image_folder(tmp_path / "reals", 5, size=6)
+    rgb = sweep_reference.sweep_reference(RGBPatchGen(), "rgb", "unused", seed=0,
+                                          real_images=folder, n_real=4, real_size=8,
+                                          extractor_weights="w.pth", feature_layer="64")
+    assert asked == [("inception", "w.pth", "64")] and rgb.skipped is None
+    assert rgb.real.features.shape == (4, 2) and rgb.real.n_classes is None
+    assert rgb.description["n"] == 4 and rgb.description["feature_layer"] == "64"
+    assert rgb.space == "inception features" and rgb.against == "real_images"
+
+
 def test_estimator_agreement_compares_each_estimator_with_exact(tmp_path, monkeypatch):
     monkeypatch.setenv("MAGNET_LAB_CACHE_DIR", str(tmp_path))
     G, C = PatchGen(), BrightnessClassifier()
     vb = experiment.candidate_bank(G, "patch", 24, seed=1, directory=tmp_path)
     real = C.features(G(sampling.gaussian_latents(100, 4, seed=9).double())).double()
-    agree = estimator_agreement.estimator_agreement(G, "patch", vb, C, real, subset=16, k=2,
-                                                    tol=1e-8, n_boot=20, seed=0, proj_dim=8)
+    agree = estimator_agreement.estimator_agreement(G, "patch", vb, patch_reference(C, real, real),
+                                                    subset=16, k=2, tol=1e-8, n_boot=20, seed=0,
+                                                    proj_dim=8)
     res = agree.results
     assert res["n_subset"] == 16 and res["n_selected"] == 4 and res["selection_seed"] == 3
     # top-k with a tight tolerance reproduces the exact top σ: same weights, same selection
@@ -230,6 +347,29 @@ def test_estimator_agreement_compares_each_estimator_with_exact(tmp_path, monkey
     assert set(res["metrics"]) == {"exact", "projected", "topk", "exact_topk"}
     assert "metrics" not in agree.headline() and "selected" not in agree.headline()
     assert agree.log_volume_k["exact"].shape == (16,)
+
+
+def test_estimator_agreement_on_a_projected_bank_computes_the_exact_volumes_and_can_skip_metrics(
+        tmp_path, monkeypatch):
+    """An RGB generator's bank is projected: the exact log σ of the subset are computed (equal
+    to an exact bank's rows of the same latents), and without a reference the selections'
+    metrics say why they are skipped."""
+    monkeypatch.setenv("MAGNET_LAB_CACHE_DIR", str(tmp_path))
+    G = PatchGen()
+    projected = experiment.candidate_bank(G, "patch", 24, seed=1, directory=tmp_path,
+                                          options=sweep_evaluation.spectra_options(
+                                              "face", "auto", proj_dim=8, seed=1))
+    exact = experiment.candidate_bank(G, "patch", 24, seed=1, directory=tmp_path)
+    assert projected.meta["identity"]["method"] == "projected"
+    agree = estimator_agreement.estimator_agreement(G, "patch", projected, SKIPPED, subset=12,
+                                                    k=2, tol=1e-8, n_boot=20, seed=1, proj_dim=8)
+    res = agree.results
+    assert res["metrics"] == {"skipped": "no real_images given"}
+    want_k = sampling.log_volume(exact.log_sv[:12], 2)  # [12] the exact top-2 log-volumes
+    torch.testing.assert_close(agree.log_volume_k["exact"], want_k, rtol=1e-12, atol=1e-12)
+    want = experiment.Sampler("x", rho=1.0, top_k=2, seed=4).indices(exact.subset(slice(0, 12)), 4)
+    assert torch.equal(res["selected"]["exact_topk"], want)
+    assert res["max_abs_topk_minus_exact_log_sv"] < 1e-6
 
 
 # ----------------------------------------------------------------------------- attributes
@@ -361,18 +501,20 @@ def test_polarity_mass_sweep_raises_the_mean_log_volume_with_rho(toys):
     assert set(samples) == {-1.0, 1.0} and all(s.shape == (100,) for s in samples.values())
 
 
-def test_the_rho_sweep_refuses_images_its_classifier_cannot_read_before_any_bank():
-    """Notebook 03 scores in the Fashion-MNIST classifier's features: a 3×16×16 generator (an
-    RGB StyleGAN stand-in) is refused with its shape and where to go; the DCGAN passes."""
+def test_the_rho_sweep_refuses_one_channel_images_its_classifier_cannot_read():
+    """Notebook 03 scores a one-channel generator in the Fashion-MNIST classifier's features: a
+    1×16×16 generator is refused by its reference (before any bank) with its shape and what
+    the sweep does with RGB; the DCGAN passes."""
     import magnet_lab
 
     C = magnet_lab.load_classifier("fmnist")
-    rgb = nn.Sequential(nn.Linear(4, 3 * 16 * 16), nn.Tanh(), nn.Unflatten(1, (3, 16, 16)))
-    rgb.z_dim = 4
-    with pytest.raises(ValueError, match=r"rgb-gen makes \[3, 16, 16\] images.*notebook 02"):
-        sweep_evaluation.check_generator_fits(rgb, "rgb-gen", C)
-    sweep_evaluation.check_generator_fits(magnet_lab.load_generator("fmnist-dcgan"),
-                                          "fmnist-dcgan", C)
+    gray = nn.Sequential(nn.Linear(4, 16 * 16), nn.Tanh(), nn.Unflatten(1, (1, 16, 16)))
+    gray.z_dim = 4
+    with pytest.raises(ValueError, match=r"gray-gen makes \[1, 16, 16\] images.*RGB generator.*"
+                                         r"real_images"):
+        sweep_reference.sweep_reference(gray, "gray-gen", "fmnist", seed=0)
+    sweep_reference.check_generator_fits(magnet_lab.load_generator("fmnist-dcgan"),
+                                         "fmnist-dcgan", C)
 
 
 # ----------------------------------------------------------------------------- 05's per-class study

@@ -1,5 +1,7 @@
 """Notebook 03's ρ-sweep study: polarity, exact-uniform MaGNET and truncation ψ samplers, each
-scored against the held-out real reference (and the balanced one) with bootstrap CIs."""
+scored against its real reference (``sweep_reference``: Fashion-MNIST's held-out test set and
+the balanced one, or an RGB generator's real images) with bootstrap CIs, or, without a
+reference, recorded with their ESS and images and the metrics marked skipped."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,28 +10,26 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import bootstrap, experiment, features, latent, plots
+from .. import bootstrap, experiment, plots
 from ..models import generate
+from ..spectra import SpectraOptions
+from .sweep_reference import SweepReference
 
 BALANCED_METRICS = ("precision", "recall", "density", "coverage")
 
 
-def check_generator_fits(G: torch.nn.Module, generator_id: str,
-                         classifier: torch.nn.Module) -> None:
-    """Check, before any bank is built, that ``classifier`` reads the images of ``G`` (one image
-    of its latent law, seed 0): the study scores every sample in the classifier's feature space
-    against the Fashion-MNIST test set. Raises ValueError naming the generator, its image shape
-    and where RGB generators go (notebook 02; notebook 00 and the CLI for polarity samples)."""
-    image = generate(G, latent.spec_of(G).draw(1, seed=0).z)  # [1, C, H, W]
-    try:
-        features.extract_features(classifier, image)
-    except (ValueError, TypeError) as err:
-        raise ValueError(
-            f"the rho sweep scores samples in the classifier's feature space against the "
-            f"Fashion-MNIST test set, and {generator_id} makes {list(image.shape[1:])} images "
-            f"({err}); for an RGB StyleGAN2/3 pickle run notebook 02 (precision/recall/FID "
-            f"against real_images, face attributes), and notebook 00 or `python -m magnet_lab "
-            f"bank`/`sample` for polarity samples") from None
+def spectra_options(kind: str, method: str, *, proj_dim: int, seed: int) -> SpectraOptions:
+    """The bank's estimator options for a generator of attribute ``kind`` (``SweepReference.kind``):
+    ``method`` "exact" or "projected" (``proj_dim`` directions) as given, or "auto":
+    exact for a Fashion-MNIST generator ("class": D = 784, d = 32 costs little), the authors'
+    projected estimator for an RGB one (a StyleGAN2/3 at 256² and above), all with the
+    projection/start ``seed``. Raises ValueError for another method and as ``SpectraOptions``
+    does."""
+    if method == "auto":
+        method = "exact" if kind == "class" else "projected"
+    if method not in ("exact", "projected"):
+        raise ValueError(f"method must be 'auto', 'exact' or 'projected', got {method!r}")
+    return SpectraOptions(method, proj_dim=proj_dim, seed=seed)
 
 
 def sweep_samplers(rhos: list[float], psis: list[float], *, top_k: int | None, replace: bool,
@@ -48,22 +48,34 @@ def sweep_samplers(rhos: list[float], psis: list[float], *, top_k: int | None, r
 @dataclass(frozen=True)
 class SweepEvaluation:
     """``sweep_evaluation``'s result: per sampler name its evaluation (``evaluations``:
-    metrics with CIs, class bias, the balanced reference's k-NN metrics, ESS/N for bank
-    samplers, the sampler's specification) and its ``images`` ``[n, C, H, W]``."""
+    metrics with CIs, class bias for a classifier, the balanced reference's k-NN metrics when
+    there is one, ESS/N for bank samplers, the sampler's specification; ``"metrics":
+    {"skipped": why}`` without a reference), its ``images`` ``[n_keep, C, H, W]`` and why the
+    metrics were ``skipped`` (None when scored)."""
 
     evaluations: dict[str, dict[str, Any]]
     images: dict[str, torch.Tensor]
+    skipped: str | None = None
 
     def table(self):
-        """``experiment.metric_table`` with an ``ess_fraction`` column (NaN for ψ samplers)."""
+        """``experiment.metric_table`` with an ``ess_fraction`` column (NaN for ψ samplers);
+        only the ``ess_fraction`` column when the metrics were skipped."""
+        import pandas as pd
+
+        ess = [ev.get("ess_fraction", float("nan")) for ev in self.evaluations.values()]
+        if self.skipped is not None:
+            return pd.DataFrame({"ess_fraction": ess},
+                                index=pd.Index(list(self.evaluations), name="sampler"))
         table = experiment.metric_table(self.evaluations)
-        table["ess_fraction"] = [ev.get("ess_fraction", float("nan"))
-                                 for ev in self.evaluations.values()]
+        table["ess_fraction"] = ess
         return table[["precision", "recall", "density", "coverage", "fid", "kid",
                       "ess_fraction"]]
 
     def intervals(self, names: list[str], metric: str) -> np.ndarray:
-        """``[len(names), 3]`` (value, lo, hi) of ``metric`` for the named samplers."""
+        """``[len(names), 3]`` (value, lo, hi) of ``metric`` for the named samplers. Raises
+        ValueError when the metrics were skipped."""
+        if self.skipped is not None:
+            raise ValueError(f"no {metric}: the metrics were skipped ({self.skipped})")
         return plots.intervals([self.evaluations[n]["metrics"][metric] for n in names])
 
     def frontier(self, samplers: list[experiment.Sampler], knob: str
@@ -76,23 +88,40 @@ class SweepEvaluation:
 
 
 def sweep_evaluation(G: torch.nn.Module, vb: Any, samplers: list[experiment.Sampler], n: int,
-                     real_feats: torch.Tensor, balanced_feats: torch.Tensor,
-                     classifier: torch.nn.Module, *, n_boot: int, seed: int) -> SweepEvaluation:
-    """For each sampler: ``n`` images of its latents at its ψ, ``experiment.evaluate`` against
-    ``real_feats`` (``n_boot`` replicates from ``seed``), the k-NN metrics against
-    ``balanced_feats`` (FID/KID on the 10k balanced reals would be slow), ESS/N for bank
-    samplers, and the sampler's ``as_dict``. Raises ValueError as the samplers do."""
+                     reference: SweepReference, *, n_boot: int, seed: int,
+                     n_keep: int | None = None) -> SweepEvaluation:
+    """For each sampler: ``n`` images of its latents at its ψ (resized to ``reference.size``²,
+    ``reference.batch_size`` at a time), ``experiment.evaluate`` against ``reference.real``
+    (its features and model, ``n_boot`` replicates from ``seed``), the k-NN metrics against
+    ``reference.balanced`` when there is one (FID/KID on the 10k balanced reals would be slow),
+    ESS/N for bank samplers, and the sampler's ``as_dict``; the first ``n_keep`` images (None:
+    all) are kept. Without a reference (``reference.skipped``) each ``"metrics"`` is
+    ``{"skipped": why}`` and only the kept images are generated (the first ``n_keep`` of the
+    ``n`` drawn latents). Raises ValueError as the samplers do."""
     evaluations, images_by = {}, {}
+    skipped = reference.skipped
     for s in samplers:
-        images = s.images(G, vb, n)  # [n, C, H, W] at its ψ, with the bank's labels
-        images_by[s.name] = images
-        ev = experiment.evaluate(images, real_feats, classifier, n_boot=n_boot, seed=seed)
-        ev["balanced_reference"] = bootstrap.bootstrap_ci(
-            balanced_feats, ev.pop("features"), n_boot=n_boot, seed=seed,
-            metrics=BALANCED_METRICS)
-        ev.pop("predicted_labels")
+        if skipped is None:
+            images = s.images(G, vb, n, size=reference.size,
+                              batch_size=reference.batch_size)  # [n, C, S, S] at its ψ
+            ev = experiment.evaluate(images, reference.real.features, reference.real.model,
+                                     n_boot=n_boot, seed=seed, n_classes=reference.real.n_classes)
+            feats = ev.pop("features")  # [n, F]
+            if reference.balanced is not None:
+                ev["balanced_reference"] = bootstrap.bootstrap_ci(
+                    reference.balanced, feats, n_boot=n_boot, seed=seed,
+                    metrics=BALANCED_METRICS)
+            ev.pop("predicted_labels", None)
+        else:
+            z, labels = s.inputs(vb, n)  # [n, d], [n] or None, as s.images draws them
+            keep = slice(0, n_keep)
+            images = generate(G, z[keep], psi=s.psi, labels=None if labels is None else
+                              labels[keep], size=reference.size, batch_size=reference.batch_size)
+            ev = {"metrics": {"skipped": skipped}}
+        # a copy, so that the n images' storage is freed (n RGB images at 256² are gigabytes)
+        images_by[s.name] = images if n_keep is None else images[:n_keep].clone()
         if not s.fresh_latents:
             ev["ess_fraction"] = s.ess_fraction(vb)
         ev["sampler"] = s.as_dict()
         evaluations[s.name] = ev
-    return SweepEvaluation(evaluations, images_by)
+    return SweepEvaluation(evaluations, images_by, skipped)
