@@ -272,8 +272,9 @@ class LatentSpec:
 
 def spec_of(G: Any) -> LatentSpec:
     """The latent spec of generator ``G``: ``G.latent_spec`` when a loader or ``wrap`` attached
-    one, else the Gaussian default of a module with an integer ``z_dim`` (``n_classes`` from a
-    positive ``c_dim``, ``run_options`` from ``options()``). Raises ValueError for a G that
+    one, else that of a module with an integer ``z_dim``: its own ``latent_law()`` where it
+    has one (BigGAN-deep's truncated normal), otherwise the standard Gaussian (``n_classes``
+    from a positive ``c_dim``, ``run_options`` from ``options()``). Raises ValueError for a G that
     states neither (wrap it once with ``latent.wrap(fn, z_dim, ...)``)."""
     spec = getattr(G, "latent_spec", None)
     if spec is not None:
@@ -286,8 +287,10 @@ def spec_of(G: Any) -> LatentSpec:
                          "once with magnet_lab.latent.wrap(fn, z_dim, law=..., n_classes=...)")
     c_dim = getattr(G, "c_dim", 0)
     options = G.options() if callable(getattr(G, "options", None)) else {}
-    return LatentSpec(GaussianLaw(), z_dim, n_classes=c_dim if isinstance(c_dim, int)
-                      and c_dim > 0 else None, run_options=dict(options))
+    own_law = getattr(G, "latent_law", None)  # a family's own law (BigGAN-deep: truncated)
+    law = own_law() if callable(own_law) else GaussianLaw()
+    n_classes = c_dim if isinstance(c_dim, int) and c_dim > 0 else None
+    return LatentSpec(law, z_dim, n_classes=n_classes, run_options=dict(options))
 
 
 class WrappedGenerator(torch.nn.Module):

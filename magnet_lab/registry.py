@@ -133,9 +133,8 @@ def latent_law(model: nn.Module) -> latent.GaussianLaw | latent.TruncatedNormalL
     [−2, 2] scaled by its truncation (``truncation · truncnorm(−2, 2)``, as the reference's
     ``truncated_noise_sample`` and the authors' baseline draw it); every other family's is the
     standard Gaussian."""
-    if isinstance(model, BigGANDeep):
-        return latent.TruncatedNormalLaw(bound=2.0, scale=float(model.options()["truncation"]))
-    return latent.GaussianLaw()
+    own = getattr(model, "latent_law", None)
+    return own() if callable(own) else latent.GaussianLaw()
 
 
 def load_classifier(spec: str | os.PathLike = "fmnist", device: str | torch.device = "cpu",

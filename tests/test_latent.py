@@ -133,3 +133,20 @@ def test_wrap_gives_a_users_callable_its_law_once():
         latent.wrap(lambda z: z, 3)
     with pytest.raises(ValueError, match="z_dim"):
         latent.wrap(net, 0)
+
+
+def test_spec_of_a_biggan_built_without_a_loader_has_its_truncated_law():
+    """A BigGAN-deep built or trained in this process (no loader attached a spec) draws its
+    candidates from truncation · truncnorm(−2, 2), as a loaded one does, not from N(0, I)."""
+    from magnet_lab.models.biggan import BigGANDeep
+    from magnet_lab.models.fmnist import FmnistBigGAN
+
+    for G in (FmnistBigGAN(), BigGANDeep(output_dim=32, z_dim=4, class_embed_dim=4,
+                                         channel_width=8, num_classes=3,
+                                         layers=[[True, 1, 1]] * 3, attention_layer_position=1,
+                                         eps=1e-4, n_stats=3)):
+        spec = latent.spec_of(G.with_options(truncation=0.5))
+        assert isinstance(spec.law, latent.TruncatedNormalLaw)
+        assert spec.law.bound == 2.0 and spec.law.scale == 0.5 and spec.n_classes == G.c_dim
+        z = spec.draw(2000, seed=0).z
+        assert float(z.abs().max()) <= 1.0 and float(z.std()) < 0.5

@@ -70,6 +70,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..latent import TruncatedNormalLaw
 from ..validation import is_transformed
 
 __all__ = ["AUTHORS_RECIPE", "BigGANDeep", "BigGANDeepConfig", "RELEASED_CONFIGS", "STATS_RULES",
@@ -435,6 +436,13 @@ class BigGANDeep(nn.Module):
         G.__dict__.update(truncation=float(merged["truncation"]), stats_rule=merged["stats_rule"],
                           z_scale=float(scale))
         return G
+
+    def latent_law(self) -> TruncatedNormalLaw:
+        """The law BigGAN-deep's candidates are drawn from: a normal truncated to [−2, 2] scaled
+        by the run option ``truncation`` (``truncation · truncnorm(−2, 2)``, as the reference's
+        ``truncated_noise_sample`` and the authors' baseline draw it); ``latent.spec_of`` asks
+        for it, so a model built or trained here has it without a loader."""
+        return TruncatedNormalLaw(bound=2.0, scale=float(self.truncation))
 
     def one_hot(self, labels: Tensor | list[int] | int) -> Tensor:
         """One-hot class vectors ``[B, num_classes]`` in G's dtype and device for integer
