@@ -65,18 +65,21 @@ def run_notebook(key: str, parameters: dict[str, Any] | None = None, *,
     """Execute notebook ``key`` with papermill and return its results JSON as a dict.
 
     The executed copy is written to ``out_dir/<name>.ipynb`` (default ``paths.reports_dir()``);
-    ``results_path`` defaults to ``out_dir/<name>.json``. Raises papermill's
+    ``results_path`` defaults to ``out_dir/<name>.json``; relative paths are taken from the
+    caller's working directory, not the notebook's. Raises papermill's
     PapermillExecutionError (with the failing cell) if the notebook fails, and FileNotFoundError
     if it ran but wrote no results.
     """
     import papermill as pm
 
     src = find_notebook(key)
-    out_dir = Path(out_dir) if out_dir is not None else paths.reports_dir()
+    # absolute: the kernel runs in the notebooks folder, where a relative path means elsewhere
+    out_dir = Path(out_dir).resolve() if out_dir is not None else paths.reports_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
     params = dict(parameters or {})
     params.setdefault("results_path", str(out_dir / f"{src.stem}.json"))
-    results_path = Path(params["results_path"])
+    results_path = Path(params["results_path"]).resolve()
+    params["results_path"] = str(results_path)
     if results_path.exists():
         results_path.unlink()  # never report a stale result as this run's
     env = {"MAGNET_LAB_HEADLESS": "1"}  # inherited by the kernel: no widgets

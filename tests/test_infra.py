@@ -175,3 +175,25 @@ def test_kernel_of_another_venv_is_not_taken_for_this_one(tmp_path):
     assert not reports.same_environment(str(other / "python"))
     assert reports.same_environment(sys.executable)
     assert not reports.same_environment("python")  # relative: decided by PATH, not by us
+
+
+def test_run_notebook_takes_relative_paths_from_the_callers_directory(tmp_path, monkeypatch):
+    """papermill runs the kernel in notebooks/, so a relative ``out_dir`` (``report --out
+    reports``) or ``results_path`` would land under notebooks/; the runner makes them absolute
+    from the caller's working directory."""
+    import papermill
+
+    from magnet_lab import reports
+
+    seen = {}
+
+    def fake_execute(src, out, parameters, **kwargs):  # writes where the notebook would
+        seen.update(parameters)
+        Path(parameters["results_path"]).write_text('{"ok": 1}')
+
+    monkeypatch.setattr(papermill, "execute_notebook", fake_execute)
+    monkeypatch.chdir(tmp_path)
+    assert reports.run_notebook("01", {"smoke": True}, out_dir="rel") == {"ok": 1}
+    assert seen["results_path"] == str(tmp_path / "rel" / "01_spline_sanity.json")
+    assert reports.run_notebook("01", {"results_path": "r.json"}, out_dir="rel") == {"ok": 1}
+    assert seen["results_path"] == str(tmp_path / "r.json")
