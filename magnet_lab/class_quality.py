@@ -20,21 +20,11 @@ from torch import nn
 
 from . import attributes, bootstrap, data, features, latent
 from .models import batched
-from .validation import check_int, check_real
+from .validation import check_class_ids, check_int, check_real
 
 DEFAULT_METRICS = ("precision", "recall", "density", "coverage", "fid")
 
 __all__ = ["DEFAULT_METRICS", "class_images", "class_quality_table", "per_class_quality", "real_features_by_class"]
-
-
-def _check_classes(classes: Any, n_classes: int) -> list[int]:
-    """``classes`` as a list of distinct ints in [0, n_classes) (ValueError otherwise)."""
-    if isinstance(classes, (int, str)) or not isinstance(classes, Sequence) or not classes:
-        raise ValueError(f"classes must be a non-empty list of class ids, got {classes!r}")
-    out = [check_int("class id", c, low=0, high=n_classes - 1) for c in classes]
-    if len(set(out)) != len(out):
-        raise ValueError(f"classes must be distinct, got {list(classes)}")
-    return out
 
 
 def real_features_by_class(classifier: nn.Module, *, split: str = "test",
@@ -45,7 +35,7 @@ def real_features_by_class(classifier: nn.Module, *, split: str = "test",
     has 1000 images per class), for ``classes`` (None: all 10). Raises ValueError for an unknown
     split or class id, FileNotFoundError as ``data.fashion_mnist`` does."""
     images, labels = data.fashion_mnist(split, root)  # [N, 28, 28] uint8, [N]
-    wanted = _check_classes(list(range(len(data.CLASS_NAMES))) if classes is None else classes,
+    wanted = check_class_ids(list(range(len(data.CLASS_NAMES))) if classes is None else classes,
                             len(data.CLASS_NAMES))
     return {c: features.extract_features(classifier, data.to_model_range(images[labels == c]))
             for c in wanted}
@@ -67,7 +57,7 @@ def class_images(G: nn.Module, classes: list[int], n_per_class: int, *, seed: in
     if spec.n_classes is None:
         raise ValueError("class_images needs a class-conditional generator (its latent spec has "
                          "n_classes None)")
-    classes = _check_classes(classes, spec.n_classes)
+    classes = check_class_ids(classes, spec.n_classes)
     check_int("n_per_class", n_per_class, low=1)
     check_int("seed", seed, low=0)
     law, call = spec.law, G

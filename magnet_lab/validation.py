@@ -144,3 +144,14 @@ def check_label_batch(c: Any, batch: int, c_dim: int, dtype: torch.dtype) -> tor
         raise ValueError(f"c must have shape {shape}, got {tuple(c.shape)}")
     return c.to(dtype)
 
+
+def check_class_ids(classes: Any, n_classes: int) -> list[int]:
+    """``classes`` (a non-empty sequence of class ids) as a list of distinct ints in
+    ``[0, n_classes)``. Raises ValueError for a scalar or string, an empty or repeated list, or
+    an id out of range."""
+    if isinstance(classes, (int, str)) or not isinstance(classes, Sequence) or not classes:
+        raise ValueError(f"classes must be a non-empty list of class ids, got {classes!r}")
+    out = [check_int("class id", c, low=0, high=n_classes - 1) for c in classes]
+    if len(set(out)) != len(out):
+        raise ValueError(f"classes must be distinct, got {list(classes)}")
+    return out

@@ -40,13 +40,23 @@ from ..latent import TruncatedNormalLaw
 from .biggan import BatchNorm, BigGANDeep, BigGANDeepConfig, ConditionalBatchNorm
 
 __all__ = ["DBlock", "ProjectionDiscriminator", "TrainableBatchNorm", "TrainableBigGANDeep",
-           "TrainableConditionalBatchNorm", "d_hinge_loss", "export", "power_iterate",
-           "sn_sigma", "standing_statistics", "truncation_grid"]
+           "TrainableConditionalBatchNorm", "d_hinge_loss", "export", "orthogonal_init",
+           "power_iterate", "sn_sigma", "standing_statistics", "truncation_grid"]
 
 
 # ---------------------------------------------------------------------------------------------
 # Batch norms with batch statistics in train mode
 
+
+
+def orthogonal_init(module: nn.Module) -> None:
+    """BigGAN's initialisation, in place: every linear and convolution weight of ``module``
+    orthogonal, every such bias zero (call under ``torch.no_grad()``)."""
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
+            nn.init.orthogonal_(m.weight)
+            if m.bias is not None:
+                m.bias.zero_()
 
 class _BatchStatistics:
     """Train-mode normalisation with the batch's statistics, and a tally of them while standing
@@ -122,11 +132,7 @@ class TrainableBigGANDeep(BigGANDeep):
                     setattr(parent, name, TrainableBatchNorm(child.running_means.shape[1],
                                                              self.cfg.n_stats, child.eps))
         with torch.no_grad():
-            for m in self.modules():
-                if isinstance(m, (nn.Linear, nn.Conv2d)):
-                    nn.init.orthogonal_(m.weight)
-                    if m.bias is not None:
-                        m.bias.zero_()
+            orthogonal_init(self)
             nn.init.normal_(self.embeddings.weight)
             rgb = self.generator.conv_to_rgb
             rgb.weight[self.img_channels:] = 0
@@ -295,11 +301,7 @@ class ProjectionDiscriminator(nn.Module):
         self.linear = nn.Linear(4 * ch, 1)
         self.embed = nn.Linear(num_classes, 4 * ch, bias=False)
         with torch.no_grad():
-            for m in self.modules():
-                if isinstance(m, (nn.Linear, nn.Conv2d)):
-                    nn.init.orthogonal_(m.weight)
-                    if m.bias is not None:
-                        m.bias.zero_()
+            orthogonal_init(self)
         for m in list(self.modules()):
             if isinstance(m, (nn.Linear, nn.Conv2d)):
                 spectral_norm(m)

@@ -16,7 +16,7 @@ from torch import nn
 from .. import bank, bootstrap, class_quality, data, experiment, latent, models, plots, sampling
 from ..models.biggan import AUTHORS_RECIPE
 from ..spectra import SpectraOptions
-from ..validation import check_int, check_real
+from ..validation import check_class_ids, check_int, check_real
 from .records import volume_record
 from .verdicts import cis_disjoint
 
@@ -33,12 +33,7 @@ def conditional_classes(G: nn.Module, classes: Sequence[int] | None) -> list[int
                          "spec has n_classes None)")
     if classes is None:
         return list(range(n_classes))
-    if isinstance(classes, (int, str)) or not isinstance(classes, Sequence) or not classes:
-        raise ValueError(f"classes must be a non-empty list of class ids, got {classes!r}")
-    out = [check_int("class id", c, low=0, high=n_classes - 1) for c in classes]
-    if len(set(out)) != len(out):
-        raise ValueError(f"classes must be distinct, got {list(classes)}")
-    return out
+    return check_class_ids(classes, n_classes)
 
 
 def generator_options(truncation: float, authors_recipe: bool) -> dict[str, float]:
