@@ -6,8 +6,8 @@
   bank     build a volume bank (log σ per latent) for a generator, sharded and resumable; the bank
            records its identity (weights fingerprint, latents, every option), so `sample` needs
            only the bank. Under ``torchrun --nproc_per_node N -m magnet_lab bank ...`` rank r of
-           W builds shards r, r+W, ... (NCCL on ``--device cuda``, gloo on the CPU), then rank 0
-           loads the whole folder; the shards are the same for any W.
+           W builds shards r, r+W, ... (``cuda:LOCAL_RANK`` or the CPU), then rank 0 loads the
+           whole folder; the shards are the same for any W.
   sample   draw MaGNET / polarity samples from a bank and save them as an image grid + indices.
 
 A class-conditional generator (BigGAN-deep, a StyleGAN2/3 with classes) banks each candidate's
@@ -235,8 +235,13 @@ def _cmd_bank(args: argparse.Namespace) -> int:
 
 def _bank_torchrun(args: argparse.Namespace, rank: int, world: int, local_rank: int) -> int:
     """One rank of ``torchrun ... -m magnet_lab bank``: build shards rank, rank + world, ... on
-    ``cuda:LOCAL_RANK`` (NCCL) or the CPU (gloo), wait for every rank, then rank 0 loads the
-    whole folder (coverage and identity checked) and reports."""
+    ``cuda:LOCAL_RANK`` or the CPU, post its share to torchrun's rendezvous store, then rank 0
+    waits for every share and loads the whole folder (coverage and identity checked) while the
+    others wait for its report. No collective communicator (NCCL, gloo) is created: a few small
+    messages through the store are all the ranks exchange, and none of them can race another
+    rank's teardown."""
+    import json
+
     import torch
     import torch.distributed as dist
 
@@ -252,32 +257,30 @@ def _bank_torchrun(args: argparse.Namespace, rank: int, world: int, local_rank: 
                             f"{torch.cuda.device_count()} GPU(s): lower --nproc_per_node")
         device = torch.device("cuda", local_rank if device.index is None else device.index)
         torch.cuda.set_device(device)
-        backend = "nccl"
-    elif device.type == "cpu":
-        backend = "gloo"
-    else:
-        raise UserError(f"torchrun bank builds run on cuda (NCCL) or cpu (gloo), got --device "
-                        f"{args.device}")
-    dist.init_process_group(backend, timeout=DIST_TIMEOUT,
-                            device_id=device if device.type == "cuda" else None)
-    try:
-        tag = f"[bank rank {rank}/{world}]"
-        vb = _build_share(args, str(device), (rank, world), tag)
-        if vb is None:
-            print(f"{tag} waiting at the barrier for the ranks that have shards", flush=True)
-        share = (None, []) if vb is None else (vb.meta["path"], vb.meta["shards_computed"])
-        shares: list[Any] = [None] * world
-        dist.all_gather_object(shares, share)  # the barrier: every rank's shards are on disk
-        if rank == 0:
-            path = shares[0][0]  # rank 0 always owns shard 0
-            merged = bank.VolumeBank.load(path)  # coverage, identity of every shard
-            computed = sum(len(c) for _, c in shares)
-            n_shards = merged.meta.get("n_shards", 1)  # a one-shard bank loads unmerged
-            print(f"[bank] {len(merged)} latents, log σ {tuple(merged.log_sv.shape)} from "
-                  f"{n_shards} shard(s), {computed} computed by {world} rank(s) -> {path}",
-                  flush=True)
-    finally:
-        dist.destroy_process_group()
+    elif device.type != "cpu":
+        raise UserError(f"torchrun bank builds run on cuda or cpu, got --device {args.device}")
+    store, _, _ = next(dist.rendezvous("env://", timeout=DIST_TIMEOUT))
+    # A torchrun restart reuses the agent's store: keys are per restart.
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    store = dist.PrefixStore(f"magnet_lab/bank/{attempt}/", store)
+    tag = f"[bank rank {rank}/{world}]"
+    vb = _build_share(args, str(device), (rank, world), tag)
+    if vb is None:
+        print(f"{tag} waiting at the barrier for the ranks that have shards", flush=True)
+    share = (None, []) if vb is None else (vb.meta["path"], vb.meta["shards_computed"])
+    store.set(f"share/{rank}", json.dumps(share))
+    if rank != 0:
+        store.wait(["merged"], DIST_TIMEOUT)  # the barrier: rank 0 has loaded every shard
+        return 0
+    store.wait([f"share/{r}" for r in range(world)], DIST_TIMEOUT)  # every shard is on disk
+    shares = [json.loads(store.get(f"share/{r}")) for r in range(world)]
+    path = shares[0][0]  # rank 0 always owns shard 0
+    merged = bank.VolumeBank.load(path)  # coverage, identity of every shard
+    computed = sum(len(c) for _, c in shares)
+    n_shards = merged.meta.get("n_shards", 1)  # a one-shard bank loads unmerged
+    print(f"[bank] {len(merged)} latents, log σ {tuple(merged.log_sv.shape)} from "
+          f"{n_shards} shard(s), {computed} computed by {world} rank(s) -> {path}", flush=True)
+    store.set("merged", path)
     return 0
 
 

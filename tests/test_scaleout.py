@@ -1,4 +1,4 @@
-"""`torchrun -m magnet_lab bank`: ranks on the gloo backend build the bank one process builds.
+"""`torchrun -m magnet_lab bank`: CPU ranks build the bank one process builds.
 
 The torchrun tests start real jobs of 2 CPU processes, because launching, killing and resuming
 ranks is what they are about. The generator is the shipped FMNIST DCGAN (d = 32, about 40 ms
@@ -69,7 +69,7 @@ def _ranks(agent_pid: int) -> dict[int, int]:
     return found
 
 
-def test_two_gloo_ranks_build_the_single_process_bank_bit_for_bit(tmp_path):
+def test_two_cpu_ranks_build_the_single_process_bank_bit_for_bit(tmp_path):
     args = ["--n-latents", "7", "--shard-size", "2", "--seed", "4"]  # 4 shards, the last short
     job = subprocess.run(_torchrun(*args, "--out", str(tmp_path / "dist")), env=ENV,
                          capture_output=True, text=True, timeout=300)
@@ -138,7 +138,7 @@ def test_ranks_past_the_last_shard_wait_at_the_barrier_and_say_so(tmp_path):
     ({"RANK": "0"}, [], "this environment has only RANK"),
     ({"RANK": "2", "WORLD_SIZE": "2", "LOCAL_RANK": "0"}, [], "need 0 <= RANK < WORLD_SIZE"),
     ({"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0"}, ["--device", "mps"],
-     "run on cuda (NCCL) or cpu (gloo)"),
+     "torchrun bank builds run on cuda or cpu, got --device mps"),
 ])
 def test_torchrun_misuse_is_a_one_line_user_error(tmp_path, monkeypatch, capsys, env, extra,
                                                   message):
