@@ -369,6 +369,35 @@ def _state_bytes(state: dict) -> bytes:
     return buf.getvalue()
 
 
+# The parts of a GAN run that a resume restores: the names in the state file.
+_RUN_PARTS = ("G", "D", "G_ema", "opt_g", "opt_d")
+
+
+def _save_run(path: Path, parts: dict, gen_data: torch.Generator, gen_z: torch.Generator,
+              extra: dict) -> None:
+    """Write a GAN run's state atomically: the modules and optimisers in ``parts`` (keys
+    ``_RUN_PARTS``), the data and latent generators, torch's global RNG and ``extra`` (step,
+    history, data permutation and position, elapsed time, evaluations, ...)."""
+    from . import provenance
+
+    provenance.write_bytes_atomic(path, _state_bytes({
+        **{k: parts[k].state_dict() for k in _RUN_PARTS},
+        "gen_data": gen_data.get_state(), "gen_z": gen_z.get_state(),
+        "torch_rng": torch.get_rng_state(), **extra}))
+
+
+def _load_run(path: Path, parts: dict, gen_data: torch.Generator,
+              gen_z: torch.Generator) -> dict:
+    """Restore what ``_save_run`` wrote into ``parts`` and the generators (``weights_only``
+    load) and return the whole state dict, for the caller's own entries."""
+    st = torch.load(path, map_location="cpu", weights_only=True)
+    for k in _RUN_PARTS:
+        parts[k].load_state_dict(st[k])
+    gen_data.set_state(st["gen_data"]), gen_z.set_state(st["gen_z"])
+    torch.set_rng_state(st["torch_rng"])
+    return st
+
+
 @torch.no_grad()
 def _ema_update(ema: nn.Module, model: nn.Module, beta: float) -> None:
     for p_ema, p in zip(ema.parameters(), model.parameters()):
@@ -410,7 +439,6 @@ def train_stylegan2(seed: int = 0, steps: int = 8000, *, batch_size: int = 32, z
     EMA generator is returned; without it the last EMA generator is returned."""
     from .models.discriminator import StyleGAN2Discriminator
     from .models.fmnist import FmnistStyleGAN2
-    from . import provenance
 
     t0 = time.time()
     images, labels = fdata.fashion_mnist("train", root)
@@ -431,16 +459,13 @@ def train_stylegan2(seed: int = 0, steps: int = 8000, *, batch_size: int = 32, z
         opt_g = torch.optim.Adam(G.parameters(), lr=lr, betas=betas, eps=1e-8)
         opt_d = torch.optim.Adam(D.parameters(), lr=lr * mb_ratio,
                                  betas=(betas[0] ** mb_ratio, betas[1] ** mb_ratio), eps=1e-8)
+        parts = {"G": G, "D": D, "G_ema": G_ema, "opt_g": opt_g, "opt_d": opt_d}
         start, history, perm, pos = 0, [], torch.randperm(len(x_all), generator=gen_data), 0
         evaluations: list[dict] = []  # [{"step", "quality", "elapsed_s"}]
         snapshots: dict[int, dict] = {}  # step -> G_ema state dict at that evaluation
         state_path = Path(state_path) if state_path else None
         if state_path is not None and state_path.is_file():
-            st = torch.load(state_path, map_location="cpu", weights_only=True)
-            G.load_state_dict(st["G"]), D.load_state_dict(st["D"]), G_ema.load_state_dict(st["G_ema"])
-            opt_g.load_state_dict(st["opt_g"]), opt_d.load_state_dict(st["opt_d"])
-            gen_data.set_state(st["gen_data"]), gen_z.set_state(st["gen_z"])
-            torch.set_rng_state(st["torch_rng"])
+            st = _load_run(state_path, parts, gen_data, gen_z)
             start, history, perm, pos = int(st["step"]), st["history"], st["perm"], int(st["pos"])
             evaluations = list(st.get("evaluations", []))
             snapshots = {int(k): v for k, v in st.get("snapshots", {}).items()}
@@ -512,13 +537,10 @@ def train_stylegan2(seed: int = 0, steps: int = 8000, *, batch_size: int = 32, z
                     keep = {evaluations[stop.decide(evaluations)[1]]["step"], step}
                     snapshots = {k: v for k, v in snapshots.items() if k in keep}
             if state_path is not None and (step % save_every == 0 or step == steps or stopped):
-                provenance.write_bytes_atomic(state_path, _state_bytes({
-                    "G": G.state_dict(), "D": D.state_dict(), "G_ema": G_ema.state_dict(),
-                    "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
-                    "gen_data": gen_data.get_state(), "gen_z": gen_z.get_state(),
-                    "torch_rng": torch.get_rng_state(), "step": step, "history": history,
-                    "perm": perm, "pos": pos, "elapsed_s": time.time() - t0,
-                    "evaluations": evaluations, "snapshots": snapshots}))
+                _save_run(state_path, parts, gen_data, gen_z, {
+                    "step": step, "history": history, "perm": perm, "pos": pos,
+                    "elapsed_s": time.time() - t0, "evaluations": evaluations,
+                    "snapshots": snapshots})
         last_step = evaluations[-1]["step"] if stopped else steps
         chosen = None
         if stop is not None and evaluations:
@@ -663,7 +685,6 @@ def train_biggan(seed: int = 0, steps: int = 100_000, *, minutes: float | None =
     ``conditional_quality``; run under a forked RNG) scores an eval-only copy of the EMA
     generator with standing statistics at truncation 1 (written to
     ``snapshot_dir/ema-<step>.safetensors`` when given) into ``record["quality_curve"]``."""
-    from . import provenance
     from .models.biggan_training import ProjectionDiscriminator, TrainableBigGANDeep, d_hinge_loss
     from .models.fmnist import FMNIST_BIGGAN
     from .validation import check_int, check_real
@@ -687,15 +708,12 @@ def train_biggan(seed: int = 0, steps: int = 100_000, *, minutes: float | None =
         gen_z = torch.Generator().manual_seed(int(seed) + 2)
         opt_g = torch.optim.Adam(G.parameters(), lr=g_lr, betas=betas, eps=1e-8)
         opt_d = torch.optim.Adam(D.parameters(), lr=d_lr, betas=betas, eps=1e-8)
+        parts = {"G": G, "D": D, "G_ema": G_ema, "opt_g": opt_g, "opt_d": opt_d}
         start, history, perm, pos = 0, [], torch.randperm(len(x_all), generator=gen_data), 0
         evaluations: list[dict] = []
         state_path = Path(state_path) if state_path else None
         if state_path is not None and state_path.is_file():
-            st = torch.load(state_path, map_location="cpu", weights_only=True)
-            G.load_state_dict(st["G"]), D.load_state_dict(st["D"]), G_ema.load_state_dict(st["G_ema"])
-            opt_g.load_state_dict(st["opt_g"]), opt_d.load_state_dict(st["opt_d"])
-            gen_data.set_state(st["gen_data"]), gen_z.set_state(st["gen_z"])
-            torch.set_rng_state(st["torch_rng"])
+            st = _load_run(state_path, parts, gen_data, gen_z)
             start, history, perm, pos = int(st["step"]), st["history"], st["perm"], int(st["pos"])
             evaluations = list(st.get("evaluations", []))
             t0 -= float(st.get("elapsed_s", 0.0))  # training time accumulates over resumes
@@ -757,13 +775,9 @@ def train_biggan(seed: int = 0, steps: int = 100_000, *, minutes: float | None =
                     + (f", agreement mean {quality['agreement_mean']:.3f} min "
                        f"{quality['agreement_min']:.3f}" if "agreement_mean" in quality else ""))
             if state_path is not None and (step % save_every == 0 or step == steps or out_of_time):
-                provenance.write_bytes_atomic(state_path, _state_bytes({
-                    "G": G.state_dict(), "D": D.state_dict(), "G_ema": G_ema.state_dict(),
-                    "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
-                    "gen_data": gen_data.get_state(), "gen_z": gen_z.get_state(),
-                    "torch_rng": torch.get_rng_state(), "step": step, "history": history,
-                    "perm": perm, "pos": pos, "elapsed_s": time.time() - t0,
-                    "evaluations": evaluations}))
+                _save_run(state_path, parts, gen_data, gen_z, {
+                    "step": step, "history": history, "perm": perm, "pos": pos,
+                    "elapsed_s": time.time() - t0, "evaluations": evaluations})
         train_time = time.time() - t0
         t_stats = time.time()
         G_out = _eval_biggan(G_ema, n_samples=stats_samples, seed=int(seed) + 4, indices=None)
