@@ -369,19 +369,15 @@ def _state_bytes(state: dict) -> bytes:
     return buf.getvalue()
 
 
-# The parts of a GAN run that a resume restores: the names in the state file.
-_RUN_PARTS = ("G", "D", "G_ema", "opt_g", "opt_d")
-
-
 def _save_run(path: Path, parts: dict, gen_data: torch.Generator, gen_z: torch.Generator,
               extra: dict) -> None:
-    """Write a GAN run's state atomically: the modules and optimisers in ``parts`` (keys
-    ``_RUN_PARTS``), the data and latent generators, torch's global RNG and ``extra`` (step,
-    history, data permutation and position, elapsed time, evaluations, ...)."""
+    """Write a GAN run's state atomically: the modules and optimisers in ``parts`` (name ->
+    object, each stored under its name), the data and latent generators, torch's global RNG and
+    ``extra`` (step, history, data permutation and position, elapsed time, evaluations, ...)."""
     from . import provenance
 
     provenance.write_bytes_atomic(path, _state_bytes({
-        **{k: parts[k].state_dict() for k in _RUN_PARTS},
+        **{k: v.state_dict() for k, v in parts.items()},
         "gen_data": gen_data.get_state(), "gen_z": gen_z.get_state(),
         "torch_rng": torch.get_rng_state(), **extra}))
 
@@ -391,8 +387,8 @@ def _load_run(path: Path, parts: dict, gen_data: torch.Generator,
     """Restore what ``_save_run`` wrote into ``parts`` and the generators (``weights_only``
     load) and return the whole state dict, for the caller's own entries."""
     st = torch.load(path, map_location="cpu", weights_only=True)
-    for k in _RUN_PARTS:
-        parts[k].load_state_dict(st[k])
+    for k, v in parts.items():
+        v.load_state_dict(st[k])
     gen_data.set_state(st["gen_data"]), gen_z.set_state(st["gen_z"])
     torch.set_rng_state(st["torch_rng"])
     return st

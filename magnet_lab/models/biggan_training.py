@@ -44,11 +44,6 @@ __all__ = ["DBlock", "ProjectionDiscriminator", "TrainableBatchNorm", "Trainable
            "power_iterate", "sn_sigma", "standing_statistics", "truncation_grid"]
 
 
-# ---------------------------------------------------------------------------------------------
-# Batch norms with batch statistics in train mode
-
-
-
 def orthogonal_init(module: nn.Module) -> None:
     """BigGAN's initialisation, in place: every linear and convolution weight of ``module``
     orthogonal, every such bias zero (call under ``torch.no_grad()``)."""
@@ -57,6 +52,11 @@ def orthogonal_init(module: nn.Module) -> None:
             nn.init.orthogonal_(m.weight)
             if m.bias is not None:
                 m.bias.zero_()
+
+
+# ---------------------------------------------------------------------------------------------
+# Batch norms with batch statistics in train mode
+
 
 class _BatchStatistics:
     """Train-mode normalisation with the batch's statistics, and a tally of them while standing
