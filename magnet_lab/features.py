@@ -284,7 +284,8 @@ def _resolve_weights(kind: str, weights_path: str | os.PathLike | None) -> Path:
 
 
 def standard_extractor(kind: str = "inception", weights_path: str | os.PathLike | None = None, *,
-                       layer: str | None = None) -> StandardExtractor:
+                       layer: str | None = None,
+                       device: str | torch.device | None = None) -> StandardExtractor:
     """Build torch-fidelity's standard ``kind`` extractor ("inception" or "vgg16") from a local file.
 
     The file is ``weights_path`` or the environment variable ``MAGNET_LAB_INCEPTION_WEIGHTS`` /
@@ -292,7 +293,8 @@ def standard_extractor(kind: str = "inception", weights_path: str | os.PathLike 
     ``torch.load(weights_only=True)``, chosen by content; pickles refused) and must hold
     the state dict torch-fidelity expects (``weights-inception-2015-12-05-6726825d.pth``;
     torchvision's ``vgg16-397923af.pth``). ``layer`` defaults to "2048" (Inception pool3) or
-    "fc2_relu" (VGG16). Raises FileNotFoundError (saying which file and how to pass it) when no
+    "fc2_relu" (VGG16). The network is placed on ``device`` (default: the CPU); its features and
+    the torch-fidelity metrics scored with it run there. Raises FileNotFoundError (saying which file and how to pass it) when no
     file is given or it does not exist — it never downloads — and ValueError naming the path when
     the file is refused, damaged, or not a plain state dict of the right network.
     """
@@ -307,6 +309,8 @@ def standard_extractor(kind: str = "inception", weights_path: str | os.PathLike 
         except RuntimeError as err:  # load_state_dict: missing / unexpected keys, shape mismatch
             raise ValueError(f"{path} does not hold the weights of torch-fidelity's "
                              f"{spec['fidelity_name']!r} extractor ({spec['file']}): {err}") from err
+    if device is not None:
+        net = net.to(device)
     return StandardExtractor(kind, path, layer, net)
 
 

@@ -92,3 +92,28 @@ def test_standard_inception_from_local_file_runs_offline(no_network, monkeypatch
     ext_st = features.standard_extractor("inception", st_path, layer="64")
     assert torch.equal(features.extract_features(ext_st, real), feats[0])
     assert metrics.fidelity_metrics(real, fake, ext_st, metrics=("fid",))["fid"] == pytest.approx(lib["fid"])
+
+
+def test_standard_extractor_and_real_reference_run_on_the_requested_device(tmp_path, monkeypatch):
+    """The extractor's network is placed on ``device`` (so its features and the torch-fidelity
+    metrics run there, ``cuda`` flag included), and the studies' real reference passes its
+    device on; "meta" stands in for a GPU on this CPU machine."""
+    from builders import random_inception_weights
+
+    from magnet_lab.models import module_device_dtype
+    from magnet_lab.studies import real_reference
+
+    path = random_inception_weights(tmp_path / "inception.pth")
+    assert module_device_dtype(features.standard_extractor("inception", path).net)[0].type == "cpu"
+    ext = features.standard_extractor("inception", path, layer="64", device="meta")
+    assert module_device_dtype(ext.net)[0].type == "meta"
+    seen = {}
+
+    def spy(kind, weights, *, layer=None, device=None):
+        seen.update(kind=kind, device=device)
+        raise RuntimeError("stop after the extractor")
+
+    monkeypatch.setattr(features, "standard_extractor", spy)
+    with pytest.raises(RuntimeError, match="stop after"):
+        real_reference.real_reference("face", None, seed=0, real_images=tmp_path, device="meta")
+    assert seen == {"kind": "inception", "device": "meta"}

@@ -33,14 +33,16 @@ def real_reference(kind: str, classifier: torch.nn.Module | None, *, seed: int,
                    real_images: str | Path | None = None, n_real: int = 10_000,
                    real_size: int = 256, feature_extractor: str = "inception",
                    extractor_weights: str | Path | None = None,
-                   feature_layer: str | None = None) -> RealReference:
+                   feature_layer: str | None = None,
+                   device: str | torch.device | None = None) -> RealReference:
     """The reference for attribute ``kind``: "class" (Fashion-MNIST) is
     ``experiment.fmnist_reference(classifier, seed=seed)`` in the classifier's features;
     otherwise (faces) ``n_real`` images of the folder ``real_images`` at ``real_size``² in the
     ``feature_extractor``'s space (``features.standard_extractor`` from a local
     ``extractor_weights`` file, at its ``feature_layer``, None: the standard one, Inception's
-    2048-d pool3), or, without ``real_images``, a skipped reference that says why. Raises
-    ValueError for class attributes without a classifier and as the loaders do."""
+    2048-d pool3), on ``device`` (default: the CPU), or, without ``real_images``, a skipped
+    reference that says why. Raises ValueError for class attributes without a classifier and as
+    the loaders do."""
     if kind == "class":
         if classifier is None:
             raise ValueError("class attributes need the classifier for their reference")
@@ -49,7 +51,8 @@ def real_reference(kind: str, classifier: torch.nn.Module | None, *, seed: int,
     if real_images is None:
         return RealReference(None, {"skipped": "no real_images given: precision/recall/FID "
                                                "need a real reference"}, None, None)
-    model = features.standard_extractor(feature_extractor, extractor_weights, layer=feature_layer)
+    model = features.standard_extractor(feature_extractor, extractor_weights, layer=feature_layer,
+                                        device=device)
     reals = data.image_folder(real_images, n_real, size=real_size)  # [n_real, 3, S, S] uint8
     return RealReference(features.extract_features(model, reals),
                          {"folder": str(real_images), "n": len(reals), "size": real_size,

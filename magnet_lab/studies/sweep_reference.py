@@ -87,14 +87,15 @@ def sweep_reference(G: torch.nn.Module, generator_id: str,
                     real_images: str | Path | None = None, n_real: int = 10_000,
                     real_size: int = 256, feature_extractor: str = "inception",
                     extractor_weights: str | Path | None = None,
-                    feature_layer: str | None = None) -> SweepReference:
+                    feature_layer: str | None = None,
+                    device: str | torch.device | None = None) -> SweepReference:
     """The ρ sweep's reference for generator ``G``, by ``attributes.kind_of(G)``: one channel
     ("class"): ``classifier`` (a module, or a spec for ``load_classifier``) is checked to read
     G's images (``check_generator_fits``), the reference is the Fashion-MNIST test set
     subsampled with the training imbalance (split ``seed``) and ``balanced`` the whole test set,
     images scored as generated, 500 at a time; RGB ("face"): ``real_reference`` of
     ``n_real`` images of ``real_images`` at ``real_size``² in ``feature_extractor``'s space
-    (``extractor_weights``, ``feature_layer``), or skipped without ``real_images``, no
+    (``extractor_weights``, ``feature_layer``) on ``device``, or skipped without ``real_images``, no
     balanced reference, images resized to ``real_size``², 8 at a time. Raises ValueError as
     ``check_generator_fits`` and ``real_reference`` do, FileNotFoundError for a missing folder
     or extractor weights file."""
@@ -107,5 +108,6 @@ def sweep_reference(G: torch.nn.Module, generator_id: str,
         return SweepReference(real, balanced, kind, None, 500)
     real = real_reference(kind, None, seed=seed, real_images=real_images, n_real=n_real,
                           real_size=real_size, feature_extractor=feature_extractor,
-                          extractor_weights=extractor_weights, feature_layer=feature_layer)
+                          extractor_weights=extractor_weights, feature_layer=feature_layer,
+                          device=device)
     return SweepReference(real, None, kind, real_size, 8)
