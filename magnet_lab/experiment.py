@@ -19,6 +19,7 @@ import torch
 
 from . import attributes, bank, bootstrap, features, latent, sampling
 from .spectra import SpectraOptions, SpeedOptions
+from .validation import check_class_ids
 
 
 def candidate_bank(G: torch.nn.Module, generator_id: str, n: int, *, seed: int,
@@ -139,13 +140,8 @@ class Sampler:
         if self.class_balance not in CLASS_BALANCES:
             raise ValueError(f"class_balance must be one of {list(CLASS_BALANCES)}, got "
                              f"{self.class_balance!r}")
-        if self.classes is not None:
-            ids = list(self.classes) if isinstance(self.classes, (list, tuple)) else None
-            if not ids or any(isinstance(c, bool) or not isinstance(c, int) or c < 0
-                              for c in ids) or len(set(ids)) != len(ids):
-                raise ValueError(f"classes must be a non-empty tuple of distinct class ids >= 0, "
-                                 f"got {self.classes!r}")
-            object.__setattr__(self, "classes", tuple(ids))  # a JSON list back to a tuple
+        if self.classes is not None:  # a JSON list back to a tuple
+            object.__setattr__(self, "classes", tuple(check_class_ids(self.classes)))
         if self.class_balance == "mass" and self.magnet_fraction != 1:
             raise ValueError("class_balance='mass' draws once from class-massed weights; the % "
                              "MaGNET mixture (magnet_fraction < 1) is per class: use "

@@ -45,7 +45,7 @@ import warnings
 
 import torch
 
-from .validation import check_finite, check_int, check_latents, check_real
+from .validation import check_class_ids, check_finite, check_int, check_latents, check_real
 
 __all__ = [
     "LowESSWarning", "log_volume", "log_weights", "gaussian_latents", "gaussian_log_prior",
@@ -408,9 +408,7 @@ def equal_class_counts(n: int, classes: list[int] | tuple[int, ...]) -> dict[int
     more (so the counts sum to ``n``; a class may get 0 when ``n < K``). Raises ValueError for
     ``n < 1``, no classes, negative or repeated class ids."""
     _check_count(n)
-    ids = [check_int("class id", c, low=0) for c in classes]
-    if not ids or len(set(ids)) != len(ids):
-        raise ValueError(f"classes must be a non-empty list of distinct ids, got {list(classes)}")
+    ids = check_class_ids(classes)
     base, extra = divmod(n, len(ids))
     return {c: base + (i < extra) for i, c in enumerate(sorted(ids))}
 

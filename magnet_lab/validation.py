@@ -145,13 +145,21 @@ def check_label_batch(c: Any, batch: int, c_dim: int, dtype: torch.dtype) -> tor
     return c.to(dtype)
 
 
-def check_class_ids(classes: Any, n_classes: int) -> list[int]:
-    """``classes`` (a non-empty sequence of class ids) as a list of distinct ints in
-    ``[0, n_classes)``. Raises ValueError for a scalar or string, an empty or repeated list, or
-    an id out of range."""
-    if isinstance(classes, (int, str)) or not isinstance(classes, Sequence) or not classes:
-        raise ValueError(f"classes must be a non-empty list of class ids, got {classes!r}")
-    out = [check_int("class id", c, low=0, high=n_classes - 1) for c in classes]
+def check_class_ids(classes: Any, n_classes: int | None = None, *,
+                    name: str = "classes") -> list[int]:
+    """``classes`` (a non-empty sequence of class ids: list, tuple, range) as a list of distinct ints in
+    ``[0, n_classes)`` (``n_classes`` None: any id >= 0). Raises ValueError naming ``name`` for
+    anything else (a scalar or string, an empty or repeated list, a bool or non-integer id, an id
+    out of range), giving the offending class id."""
+    if isinstance(classes, (str, bytes)) or not isinstance(classes, Sequence) or not classes:
+        raise ValueError(f"{name} must be a non-empty list of class ids, got {classes!r}")
+    bound = "[0, {}]".format(n_classes - 1) if n_classes is not None else ">= 0"
+    for c in classes:
+        if isinstance(c, bool) or not isinstance(c, numbers.Integral) or c < 0 \
+                or (n_classes is not None and c >= n_classes):
+            raise ValueError(f"{name} must hold class ids {bound}, got class id {c!r} in "
+                             f"{name}={list(classes)!r}")
+    out = [int(c) for c in classes]
     if len(set(out)) != len(out):
-        raise ValueError(f"classes must be distinct, got {list(classes)}")
+        raise ValueError(f"{name} must be distinct class ids, got {name}={out}")
     return out

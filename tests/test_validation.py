@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from magnet_lab import validation
 from magnet_lab.validation import (ArgumentTypeError, check_choice, check_int,
                                    check_positive_int, check_real)
 
@@ -84,3 +85,19 @@ def test_latent_and_label_batches_of_a_mapping_network():
     assert check_label_batch(torch.eye(3)[0], 1, 3, torch.float64).shape == (1, 3)
     with pytest.raises(ValueError, match=r"c must have shape \[B=2, c_dim=3\]"):
         check_label_batch(torch.eye(3), 2, 3, torch.float32)
+
+
+def test_check_class_ids_is_the_one_class_id_check():
+    """Used by Sampler, sampling.equal_class_counts, class_quality and the per-class study: a
+    non-empty sequence of distinct ints >= 0 (below n_classes when given), errors naming the
+    argument and the offending id."""
+    assert validation.check_class_ids((3, 0)) == [3, 0]
+    assert validation.check_class_ids(range(3), 3) == [0, 1, 2]
+    assert validation.check_class_ids([10**6]) == [10**6]  # no upper bound without n_classes
+    for bad, match in [((), "non-empty"), ("01", "non-empty"), (3, "non-empty"),
+                       ((-1,), r"class id -1 in classes=\[-1\]"), ((True,), "class id True"),
+                       ((1.0,), "class id 1.0"), ((1, 1), "distinct")]:
+        with pytest.raises(ValueError, match=match):
+            validation.check_class_ids(bad)
+    with pytest.raises(ValueError, match=r"class ids \[0, 9\], got class id 10 in wanted"):
+        validation.check_class_ids([0, 10], 10, name="wanted")
