@@ -315,13 +315,14 @@ def test_sweep_reference_by_image_channels(monkeypatch, tmp_path):
 
     asked = []
     monkeypatch.setattr(real_reference.features, "standard_extractor",
-                        lambda kind, weights, layer=None: asked.append((kind, weights, layer))
-                        or Extractor())
+                        lambda kind, weights, layer=None, device=None:
+                        asked.append((kind, weights, layer, device)) or Extractor())
     folder = real_image_folder(tmp_path / "reals", 5, size=6)
     rgb = sweep_reference.sweep_reference(RGBPatchGen(), "rgb", "unused", seed=0,
                                           real_images=folder, n_real=4, real_size=8,
-                                          extractor_weights="w.pth", feature_layer="64")
-    assert asked == [("inception", "w.pth", "64")] and rgb.skipped is None
+                                          extractor_weights="w.pth", feature_layer="64",
+                                          device="cpu")
+    assert asked == [("inception", "w.pth", "64", "cpu")] and rgb.skipped is None
     assert rgb.real.features.shape == (4, 2) and rgb.real.n_classes is None
     assert rgb.description["n"] == 4 and rgb.description["feature_layer"] == "64"
     assert rgb.space == "inception features" and rgb.against == "real_images"
