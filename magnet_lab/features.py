@@ -294,9 +294,10 @@ def standard_extractor(kind: str = "inception", weights_path: str | os.PathLike 
     the state dict torch-fidelity expects (``weights-inception-2015-12-05-6726825d.pth``;
     torchvision's ``vgg16-397923af.pth``). ``layer`` defaults to "2048" (Inception pool3) or
     "fc2_relu" (VGG16). The network is placed on ``device`` (default: the CPU); its features and
-    the torch-fidelity metrics scored with it run there. Raises FileNotFoundError (saying which file and how to pass it) when no
-    file is given or it does not exist — it never downloads — and ValueError naming the path when
-    the file is refused, damaged, or not a plain state dict of the right network.
+    the torch-fidelity metrics scored with it run there. Raises FileNotFoundError (saying which
+    file and how to pass it) when no file is given or it does not exist — it never downloads —
+    and ValueError naming the path when the file is refused, damaged, or not a plain state dict
+    of the right network.
     """
     path = _resolve_weights(kind, weights_path)
     spec = _STANDARD[kind]

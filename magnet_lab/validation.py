@@ -147,10 +147,10 @@ def check_label_batch(c: Any, batch: int, c_dim: int, dtype: torch.dtype) -> tor
 
 def check_class_ids(classes: Any, n_classes: int | None = None, *,
                     name: str = "classes") -> list[int]:
-    """``classes`` (a non-empty sequence of class ids: list, tuple, range) as a list of distinct ints in
-    ``[0, n_classes)`` (``n_classes`` None: any id >= 0). Raises ValueError naming ``name`` for
-    anything else (a scalar or string, an empty or repeated list, a bool or non-integer id, an id
-    out of range), giving the offending class id."""
+    """``classes`` (a non-empty sequence of class ids: list, tuple, range) as a list of distinct
+    ints in ``[0, n_classes)`` (``n_classes`` None: any id >= 0). Raises ValueError naming
+    ``name`` for anything else (a scalar or string, an empty or repeated list, a bool or
+    non-integer id, an id out of range), giving the offending class id."""
     if isinstance(classes, (str, bytes)) or not isinstance(classes, Sequence) or not classes:
         raise ValueError(f"{name} must be a non-empty list of class ids, got {classes!r}")
     bound = "[0, {}]".format(n_classes - 1) if n_classes is not None else ">= 0"
