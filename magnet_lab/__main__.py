@@ -1,7 +1,8 @@
 """Command line: ``python -m magnet_lab COMMAND``.
 
   report   execute every numbered notebook with papermill (executed copies + results JSON into
-           reports/, figures into figures/); ``--smoke`` for the cheap test mode; ``-p NAME=VALUE``
+           reports/, figures into figures/); ``--smoke`` for the cheap test mode (its figures go
+           under the output folder, reports/figures/); ``-p NAME=VALUE``
            sets any notebook parameter (values typed as papermill's ``-p`` does, lists too).
   bank     build a volume bank (log σ per latent) for a generator, sharded and resumable; the bank
            records its identity (weights fingerprint, latents, every option), so `sample` needs

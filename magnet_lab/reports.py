@@ -66,7 +66,9 @@ def run_notebook(key: str, parameters: dict[str, Any] | None = None, *,
 
     The executed copy is written to ``out_dir/<name>.ipynb`` (default ``paths.reports_dir()``);
     ``results_path`` defaults to ``out_dir/<name>.json``; relative paths are taken from the
-    caller's working directory, not the notebook's. Raises papermill's
+    caller's working directory, not the notebook's. A smoke run (``parameters["smoke"]``) writes
+    its figures to ``out_dir/figures`` unless ``MAGNET_LAB_FIGURES_DIR`` is set, so a cheap
+    check never overwrites the figures of a full run. Raises papermill's
     PapermillExecutionError (with the failing cell) if the notebook fails, and FileNotFoundError
     if it ran but wrote no results.
     """
@@ -85,6 +87,8 @@ def run_notebook(key: str, parameters: dict[str, Any] | None = None, *,
     env = {"MAGNET_LAB_HEADLESS": "1"}  # inherited by the kernel: no widgets
     if not progress:
         env["MAGNET_LAB_PROGRESS"] = "0"  # no progress bars in reports
+    if params.get("smoke") and config.get("MAGNET_LAB_FIGURES_DIR") is None:
+        env["MAGNET_LAB_FIGURES_DIR"] = str(out_dir / "figures")
     with config.overridden(env):
         pm.execute_notebook(str(src), str(out_dir / src.name), parameters=params,
                             kernel_name=_kernel_for_this_interpreter(), cwd=str(src.parent),

@@ -197,3 +197,27 @@ def test_run_notebook_takes_relative_paths_from_the_callers_directory(tmp_path, 
     assert seen["results_path"] == str(tmp_path / "rel" / "01_spline_sanity.json")
     assert reports.run_notebook("01", {"results_path": "r.json"}, out_dir="rel") == {"ok": 1}
     assert seen["results_path"] == str(tmp_path / "r.json")
+
+
+def test_a_smoke_report_keeps_its_figures_out_of_the_full_runs_folder(tmp_path, monkeypatch):
+    """Smoke runs write figures under their own output folder (a smoke run on another generator
+    would otherwise overwrite the shipped figures/); full runs, and an explicit
+    MAGNET_LAB_FIGURES_DIR, keep the configured folder."""
+    import papermill
+
+    from magnet_lab import paths, reports
+
+    seen = []
+
+    def fake_execute(src, out, parameters, **kwargs):  # what the kernel would inherit
+        seen.append(str(paths.figures_dir()))
+        Path(parameters["results_path"]).write_text("{}")
+
+    monkeypatch.setattr(papermill, "execute_notebook", fake_execute)
+    monkeypatch.delenv("MAGNET_LAB_FIGURES_DIR", raising=False)
+    reports.run_notebook("01", {"smoke": True}, out_dir=tmp_path / "smoke")
+    reports.run_notebook("01", {"smoke": False}, out_dir=tmp_path / "full")
+    monkeypatch.setenv("MAGNET_LAB_FIGURES_DIR", str(tmp_path / "mine"))
+    reports.run_notebook("01", {"smoke": True}, out_dir=tmp_path / "smoke")
+    assert seen[0] == str(tmp_path / "smoke" / "figures")
+    assert seen[1] == str(paths.root() / "figures") and seen[2] == str(tmp_path / "mine")
