@@ -25,6 +25,7 @@ from torch import nn
 from . import config, data, paths
 from .models import batched, eval_mode, module_device_dtype
 from .models.readers import read_state_dict
+from .spectra import precision_flags
 from .validation import check_finite
 
 __all__ = ["StandardExtractor", "check_images", "extract_features", "fidelity_inputs",
@@ -133,16 +134,19 @@ def extract_features(model_or_fn: Any, images: torch.Tensor, *, batch_size: int 
 
     Calls ``model_or_fn.features(x)`` if it exists, else ``model_or_fn(x)``, on batches of
     ``batch_size`` converted to float in [-1, 1] (uint8 ``u`` → ``u / 127.5 - 1``) of the module's
-    dtype, in eval mode (restored after) without gradients. Batches go to ``device`` (default: the
-    module's device; the module is not moved). Raises TypeError/ValueError for bad images (wrong
-    rank, dtype, range, NaN/inf) and ValueError for a non-[B, F] or non-finite feature output.
+    dtype, in eval mode (restored after) without gradients, TF32 off on CUDA. Batches go to
+    ``device`` (default: the module's device; the module is not moved). Raises
+    TypeError/ValueError for bad images (wrong rank, dtype, range, NaN/inf) and ValueError for a
+    non-[B, F] or non-finite feature output.
     """
     check_images(images, "images")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     _, dtype = module_device_dtype(model_or_fn)
-    feats = batched(lambda x: _apply_features(model_or_fn, _to_unit_float(x, dtype)).to(torch.float64),
-                    images, batch_size=batch_size, model=model_or_fn, device=device)  # [N, F]
+    with precision_flags("highest"):  # features in full float32 on CUDA (no TF32)
+        feats = batched(lambda x: _apply_features(model_or_fn, _to_unit_float(x, dtype))
+                        .to(torch.float64), images, batch_size=batch_size, model=model_or_fn,
+                        device=device)  # [N, F]
     return check_finite(feats, "extracted features")
 
 
@@ -241,7 +245,8 @@ class StandardExtractor(nn.Module):
 
     ``features(x)`` maps images ``[B, 1|3, H, W]`` (float in [-1, 1] or uint8; one channel is
     repeated to RGB) to the chosen layer's features ``[B, F]`` (float64), exactly as torch-fidelity
-    sees them (uint8 RGB, resized inside the network). Build it with ``standard_extractor``.
+    sees them (uint8 RGB, resized inside the network), in full float32 on CUDA (TF32 off). Build
+    it with ``standard_extractor``.
     """
 
     def __init__(self, kind: str, weights_path: Path, layer: str, net: nn.Module) -> None:
@@ -253,7 +258,7 @@ class StandardExtractor(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Layer ``self.layer`` features ``[B, F]`` (float64) of images ``[B, 1|3, H, W]``."""
         device, _ = module_device_dtype(self.net)
-        with torch.no_grad():
+        with torch.no_grad(), precision_flags("highest"):  # no TF32 convolutions on CUDA
             return self.net(_to_uint8_rgb(x).to(device))[0].to(torch.float64)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -18,6 +18,7 @@ import torch
 
 from . import features, paths
 from .features import torch_fidelity_api
+from .spectra import precision_flags
 from .validation import check_finite
 
 __all__ = [
@@ -66,7 +67,8 @@ def fidelity_metrics(real_images: torch.Tensor, fake_images: torch.Tensor, extra
     ``features.register_classifier_extractor``, or a ``features.StandardExtractor`` (its weights
     are passed as a sanitised copy through ``feature_extractor_weights_path``). Fake is
     torch-fidelity's input1, real its input2; the file cache is off, nothing is downloaded, the PRC neighbourhood is ``k``,
-    KID subsets are seeded by ``seed`` (subset size ``min(1000, N, M)`` by default). Returns a dict
+    KID subsets are seeded by ``seed`` (subset size ``min(1000, N, M)`` by default); on CUDA the
+    extractor runs in full float32 (TF32 off). Returns a dict
     with the requested keys among fid, kid_mean, kid_std, precision, recall. Raises ValueError for
     bad images, unknown metric names or an extractor name that would need a download.
     """
@@ -83,7 +85,8 @@ def fidelity_metrics(real_images: torch.Tensor, fake_images: torch.Tensor, extra
         raise ValueError(f"precision/recall with k={k} need more than k images per set, got "
                          f"{n_real} real and {n_fake} fake")
     subset = _kid_subset_size(n_real, n_fake, kid_subset_size) if "kid" in metrics else 1000
-    with features.fidelity_inputs(extractor, real_images, fake_images, feature_layer) as inputs:
+    with features.fidelity_inputs(extractor, real_images, fake_images, feature_layer) as inputs, \
+            precision_flags("highest"):  # the extractor in full float32 on CUDA (TF32 off)
         out = tf.calculate_metrics(
             **inputs, fid="fid" in metrics, kid="kid" in metrics, prc=want_prc,
             batch_size=batch_size, prc_neighborhood=k, kid_subsets=kid_subsets,

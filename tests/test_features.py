@@ -117,3 +117,28 @@ def test_standard_extractor_and_real_reference_run_on_the_requested_device(tmp_p
     with pytest.raises(RuntimeError, match="stop after"):
         real_reference.real_reference("face", None, seed=0, real_images=tmp_path, device="meta")
     assert seen == {"kind": "inception", "device": "meta"}
+
+
+def test_features_and_fidelity_metrics_run_without_tf32(tmp_path, monkeypatch):
+    """Features are compared with the standard float32 numbers, so on CUDA TF32 is off while
+    they are computed (torch allows TF32 convolutions by default) and the flags are restored
+    after; the flags are plain attributes, so this is checked on the CPU."""
+    from builders import random_inception_weights
+
+    seen = []
+    net = lambda x: seen.append(torch.backends.cudnn.allow_tf32) or x.flatten(1)[:, :3]  # noqa: E731
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    features.extract_features(net, torch.zeros(2, 1, 4, 4))
+    ext = features.standard_extractor("inception", random_inception_weights(tmp_path / "w.pth"),
+                                      layer="64")
+    real = torch.randint(0, 256, (5, 3, 16, 16), dtype=torch.uint8)
+    tf = features.torch_fidelity_api()
+    calculate = tf.calculate_metrics
+
+    def spy(**kwargs):
+        seen.append(torch.backends.cudnn.allow_tf32)
+        return calculate(**kwargs)
+
+    monkeypatch.setattr(tf, "calculate_metrics", spy)
+    metrics.fidelity_metrics(real, real.flip(0), ext, metrics=("fid",))
+    assert seen == [False, False] and torch.backends.cudnn.allow_tf32 is True
