@@ -344,7 +344,10 @@ class QualityStop:
                                     f"gain beyond the CI of the best so far (step "
                                     f"{evaluations[top]['step']}, recall {rec[top]['value']:.3f} "
                                     f"[{rec[top]['lo']:.3f}, {rec[top]['hi']:.3f}])")
-        return False, best, "bar not met; recall still rising"
+        return False, best, (f"bar not met; no plateau yet ({stale} of {self.patience} "
+                             f"evaluations without a recall gain beyond the CI of the best so "
+                             f"far, step {evaluations[top]['step']}, recall "
+                             f"{rec[top]['value']:.3f} [{rec[top]['lo']:.3f}, {rec[top]['hi']:.3f}])")
 
     def to_dict(self) -> dict:
         """The rule's parameters, for the training record."""

@@ -170,9 +170,10 @@ def test_shipped_stylegan2_meets_the_quality_bar_of_the_dcgan(sg2):
     assert ours["metrics"]["coverage"]["value"] >= dcgan["metrics"]["coverage"]["value"]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 8's bar is not met on recall: 0.349 [0.333, 0.364] "
-                   "after 8000 CPU steps vs the DCGAN's 0.587 [0.570, 0.602]; strict, so a "
-                   "retrained checkpoint that meets it turns this into a failure to update")
+@pytest.mark.xfail(strict=True, reason="the recall bar is not met at the end of issue 19's 4-hour "
+                   "CPU budget: 0.581 [0.566, 0.597] at step 24000 vs the DCGAN's 0.587 "
+                   "[0.570, 0.602] (a tie within the CIs, the point estimate below); strict, so "
+                   "a retrained checkpoint that meets it turns this into a failure to update")
 def test_shipped_stylegan2_meets_the_dcgan_recall(sg2):
     ours = sg2.sidecar["final_metrics"]["quality"]["metrics"]["recall"]["value"]
     dcgan = magnet_lab.load_generator("fmnist-dcgan").sidecar["final_metrics"]["quality"]
@@ -193,7 +194,9 @@ def test_shipped_stylegan2_recorded_quality_is_reproduced_at_small_n(sg2):
     d = experiment.generator_quality(magnet_lab.load_generator("fmnist-dcgan"), C, **kw)["metrics"]
     assert q["precision"]["lo"] > d["precision"]["hi"]
     assert q["fid"]["value"] < d["fid"]["value"] and q["coverage"]["value"] > d["coverage"]["value"]
-    assert q["recall"]["value"] < d["recall"]["value"]  # the part of the bar that is not met
+    # at n = 2000 the two recalls tie within their CIs (the point estimate is below the DCGAN's:
+    # the expected failure above); at n = 500 the StyleGAN2's is not below the DCGAN's
+    assert q["recall"]["hi"] >= d["recall"]["value"]
 
 
 # ------------------------------------------------------------------ study pieces of notebook 02
@@ -289,3 +292,25 @@ def test_attributes_behind_one_interface_for_classes():
     assert math.isclose(sum(c["value"] for c in b["class_freq"]), 1.0)
     none = attributes.attribute_bias(torch.full((3,), -1), ["a", "b"])
     assert none["n"] == 0 and none["n_missing"] == 3 and none["kl_to_uniform"] is None
+
+
+def test_shipped_stylegan2_is_the_evaluation_its_stop_rule_chose(sg2):
+    """The sidecar's quality curve (every 2 000 steps) and stop rule: the rule re-applied to the
+    recorded curve picks the shipped step, for the recorded reason, against the DCGAN's recorded
+    recall; the shipped weights' final quality is that evaluation's, and the curve's step-8000
+    entry is the earlier shipped model's record (the run resumed it bit-identically)."""
+    rec = sg2.sidecar
+    curve, rule = rec["quality_curve"], rec["stop_rule"]
+    assert [e["step"] for e in curve] == list(range(2000, rec["trained_steps"] + 1, 2000))
+    dcgan = magnet_lab.load_generator("fmnist-dcgan").sidecar["final_metrics"]["quality"]
+    assert rule["recall"] == dcgan["metrics"]["recall"]["value"] and rule["precision"] == 0.85
+    stop = training.QualityStop(recall=rule["recall"], precision=rule["precision"],
+                                patience=rule["patience"])
+    stopped, i, why = stop.decide(curve)
+    assert curve[i]["step"] == rule["shipped_step"] == rec["steps"] and why == rule["why"]
+    final = rec["final_metrics"]["quality"]["metrics"]
+    for m, v in curve[i]["quality"]["metrics"].items():
+        assert final[m]["value"] == pytest.approx(v["value"], rel=1e-12), m
+    at_8000 = next(e for e in curve if e["step"] == 8000)["quality"]["metrics"]
+    assert round(at_8000["precision"]["value"], 4) == 0.9065
+    assert round(at_8000["recall"]["value"], 4) == 0.3486
