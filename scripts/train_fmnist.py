@@ -21,7 +21,8 @@
                     (summed over resumed runs), --state keeps a resumable training state.
 --what quality    : record --generator's plain-sampling precision/recall/FID (+ CIs) against the
                     held-out imbalanced test set (experiment.generator_quality) in its sidecar.
-    python scripts/train_fmnist.py --what stylegan2 --state /tmp/sg2.state --out data/
+    python scripts/train_fmnist.py --what stylegan2 --steps 24000 --eval-every 2000 \
+        --state /tmp/sg2.state --snapshot-dir /tmp/sg2-snapshots --out data/
     python scripts/train_fmnist.py --what quality --generator fmnist-stylegan2 --out data/
     python scripts/train_fmnist.py --what biggan --minutes 80 --threads 1 --eval-every 250 \
         --state /root/.cache/magnet_lab/biggan-run/state.pt --out data/

@@ -462,8 +462,12 @@ def test_nb02_face_generator_path_gets_face_attributes_and_says_what_it_skipped(
 
 def test_nb02_relates_realism_to_log_volume_per_class_and_psi(nb02):
     """The "why" section: for each ψ in realism_psis, Spearman's ρ between log-volume and
-    realism over the candidates and per class (CIs ordered, within [-1, 1]), the n it used, and
-    truncation raising mean realism (fewer off-manifold samples)."""
+    realism over the candidates and per class (CIs ordered, within [-1, 1]) and the n it used.
+    On the shipped StyleGAN2 even the smoke run's 200 candidates show what docs/results.md
+    reports: at every ψ the correlation is negative beyond its CI and the top volume quartile is
+    less often inside the real manifold than the bottom one. Truncation's rise in mean realism
+    (full run: -0.226 -> -0.185 at ψ 1 -> 0.7) is within the noise at 200, so it is only checked
+    not to fall beyond the CIs."""
     p = nb02["parameters"]
     r = nb02["realism"]
     assert list(r) == [f"{psi:g}" for psi in p["realism_psis"]]
@@ -476,8 +480,11 @@ def test_nb02_relates_realism_to_log_volume_per_class_and_psi(nb02):
                                        "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"}
         m = cell["mean_log_realism"]
         assert m["lo"] <= m["value"] <= m["hi"]
+        assert s["all"]["hi"] < 0, (psi, s["all"])  # high volume, low realism
+        q = s["quartiles"]
+        assert q["inside_top_volume"] < q["inside_bottom_volume"], (psi, q)
     first, last = r[f"{p['realism_psis'][0]:g}"], r[f"{p['realism_psis'][-1]:g}"]
-    assert last["mean_log_realism"]["value"] > first["mean_log_realism"]["value"]
+    assert last["mean_log_realism"]["hi"] >= first["mean_log_realism"]["lo"]
 
 
 @pytest.fixture(scope="module")
