@@ -95,12 +95,14 @@ def test_quality_stop_rule_stops_at_the_bar_or_after_a_plateau():
     rule = training.QualityStop(recall=0.587, precision=0.85, patience=3)
     rising = [_q(2000, 0.40), _q(4000, 0.45), _q(6000, 0.50)]
     assert rule.decide(rising)[:2] == (False, 2)
+    assert "no plateau yet (0 of 3" in rule.decide(rising)[2]
     hit = rising + [_q(8000, 0.60, precision=0.80), _q(10000, 0.59)]
     assert rule.decide(hit)[:2] == (True, 4)  # 8000 lacks precision
     flat = rising + [_q(8000, 0.505), _q(10000, 0.51, precision=0.8), _q(12000, 0.49)]
     stop, best, why = rule.decide(flat)
     assert stop and best == 3 and "3 evaluations" in why  # 10000 lacks precision
-    assert not rule.decide(flat[:-1])[0]
+    stop, _, why = rule.decide(flat[:-1])
+    assert not stop and "no plateau yet (2 of 3" in why and "step 10000, recall 0.510" in why
     with pytest.raises(ValueError, match="at least one"):
         rule.decide([])
 
