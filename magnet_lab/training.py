@@ -340,14 +340,16 @@ class QualityStop:
                 if rec[i]["value"] > rec[top]["value"]:
                     top = i
             if stale >= self.patience:
-                return True, best, (f"{self.patience} evaluations in a row without a recall "
-                                    f"gain beyond the CI of the best so far (step "
-                                    f"{evaluations[top]['step']}, recall {rec[top]['value']:.3f} "
-                                    f"[{rec[top]['lo']:.3f}, {rec[top]['hi']:.3f}])")
+                break
+        r = rec[top]
+        where = (f"step {evaluations[top]['step']}, recall {r['value']:.3f} "
+                 f"[{r['lo']:.3f}, {r['hi']:.3f}]")  # the best so far
+        if stale >= self.patience:
+            return True, best, (f"{self.patience} evaluations in a row without a recall gain "
+                                f"beyond the CI of the best so far ({where})")
         return False, best, (f"bar not met; no plateau yet ({stale} of {self.patience} "
                              f"evaluations without a recall gain beyond the CI of the best so "
-                             f"far, step {evaluations[top]['step']}, recall "
-                             f"{rec[top]['value']:.3f} [{rec[top]['lo']:.3f}, {rec[top]['hi']:.3f}])")
+                             f"far, {where})")
 
     def to_dict(self) -> dict:
         """The rule's parameters, for the training record."""

@@ -308,7 +308,7 @@ def test_shipped_stylegan2_is_the_evaluation_its_stop_rule_chose(sg2):
     assert rule["recall"] == dcgan["metrics"]["recall"]["value"] and rule["precision"] == 0.85
     stop = training.QualityStop(recall=rule["recall"], precision=rule["precision"],
                                 patience=rule["patience"])
-    stopped, i, why = stop.decide(curve)
+    _, i, why = stop.decide(curve)
     assert curve[i]["step"] == rule["shipped_step"] == rec["steps"] and why == rule["why"]
     final = rec["final_metrics"]["quality"]["metrics"]
     for m, v in curve[i]["quality"]["metrics"].items():
